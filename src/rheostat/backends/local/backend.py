@@ -1,0 +1,141 @@
+"""The local backend: worker processes on this machine.
+
+Each worker is a fresh ``python -m rheostat.backends.local.worker`` in its own session
+(Ctrl-C reaches only the controller, which stops the workers). Each pair of workers
+shares one socket pair for the channels between their tasks; each worker has a control
+socket to the controller, whose end-of-file tells the controller the worker died.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection, wait
+
+import cloudpickle
+
+from rheostat.backends.base import (
+    Backend,
+    Command,
+    Event,
+    MetricsReport,
+    RunConfig,
+    SinkData,
+    StopWorker,
+    TaskFailed,
+    TaskFinished,
+    WorkerDied,
+)
+from rheostat.backends.local.links import decode_batch
+from rheostat.plan.physical import PhysicalPlan
+
+
+class WorkerError(RuntimeError):
+    """An error raised in a worker, with the worker's traceback in the message."""
+
+
+class LocalBackend(Backend):
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._controls: list[Connection] = []
+        self._gone: set[int] = set()
+        self._stopping = False
+
+    def start(self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig) -> None:
+        n = config.workers
+        peer_socks: list[dict[int, socket.socket]] = [{} for _ in range(n)]
+        for a, b in itertools.combinations(range(n), 2):
+            peer_socks[a][b], peer_socks[b][a] = socket.socketpair()
+        boot = pickle.dumps({
+            "plan": cloudpickle.dumps(plan),
+            "placement": placement,
+            "capacity": config.channel_capacity_bytes,
+            "metrics_interval": config.metrics_interval_s,
+            "sys_path": list(sys.path),
+        })
+        for w in range(n):
+            parent, child = socket.socketpair()
+            fds = [child.fileno()] + [s.fileno() for s in peer_socks[w].values()]
+            args = [str(w), str(child.fileno())] + [
+                f"{peer}={s.fileno()}" for peer, s in peer_socks[w].items()
+            ]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rheostat.backends.local.worker", *args],
+                pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+            child.close()
+            conn = Connection(parent.detach())
+            conn.send_bytes(boot)
+            self._procs.append(proc)
+            self._controls.append(conn)
+        for socks in peer_socks:
+            for s in socks.values():
+                s.close()  # the workers hold their own copies
+
+    def send(self, worker: int, command: Command) -> None:
+        if isinstance(command, StopWorker):
+            self._stopping = True
+            if worker not in self._gone:
+                try:
+                    self._controls[worker].send("stop")
+                except OSError:
+                    pass
+
+    def events(self, timeout: float) -> list[Event]:
+        events: list[Event] = []
+        live = [c for w, c in enumerate(self._controls) if w not in self._gone]
+        for conn in wait(live, timeout):
+            w = self._controls.index(conn)  # type: ignore[arg-type]
+            events += self._drain(w)
+        return events
+
+    def _drain(self, w: int) -> list[Event]:
+        conn = self._controls[w]
+        events: list[Event] = []
+        try:
+            while conn.poll():
+                event = self._decode(w, conn.recv())
+                if event is not None:
+                    events.append(event)
+        except (EOFError, OSError):
+            self._gone.add(w)
+            if not self._stopping:
+                proc = self._procs[w]
+                try:
+                    proc.wait(1)
+                except subprocess.TimeoutExpired:
+                    pass
+                events.append(WorkerDied(w, proc.poll()))
+        return events
+
+    def _decode(self, w: int, msg: tuple) -> Event | None:
+        kind = msg[0]
+        if kind == "sink":
+            return SinkData(msg[1], decode_batch(msg[2]))
+        if kind == "metrics":
+            return MetricsReport(w, msg[1])
+        if kind == "finished":
+            return TaskFinished(msg[1])
+        if kind == "failed":
+            error = pickle.loads(msg[2])
+            if not hasattr(error, "traceback_text"):
+                error = WorkerError(f"{error}\n--- worker traceback ---\n{msg[3]}")
+            return TaskFailed(msg[1], error)
+        return None  # "bye"
+
+    def stop(self) -> None:
+        self._stopping = True
+        for w in range(len(self._procs)):
+            self.send(w, StopWorker())
+        for proc in self._procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for conn in self._controls:
+            conn.close()
+        self._procs, self._controls = [], []

@@ -1,0 +1,130 @@
+"""Channels between worker processes: one duplex pipe per pair of workers.
+
+Every message on a pipe is a 13-byte header (kind, channel id, value), followed for a
+batch by the batch in the Arrow IPC stream format. Only the worker's main thread writes;
+one reader thread per pipe reads into per-channel queues, so a worker blocked sending
+can never block its peer's reading. Credits: a sender counts the bytes it has in flight on
+each channel and stops at the capacity; the receiver returns credit as it consumes.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections import deque
+from multiprocessing.connection import Connection
+
+import pyarrow as pa
+
+from rheostat.runtime.messages import Batch, EndOfStream, Message, Watermark
+
+_HEADER = struct.Struct("<BiQ")
+_BATCH, _WATERMARK, _IDLE, _EOS, _CREDIT = 1, 2, 3, 4, 5
+_SMALL = 16  # credit charged for a watermark or end-of-stream
+_RETURN_AT = 256 << 10  # return credit once this many bytes were consumed (or the queue empties)
+
+
+def encode_batch(batch: pa.RecordBatch) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def decode_batch(payload: bytes | pa.Buffer) -> pa.RecordBatch:
+    return pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()
+
+
+class Link:
+    """One worker's end of the pipe to one peer worker."""
+
+    def __init__(self, conn: Connection, wake: threading.Event) -> None:
+        self.conn = conn
+        self.wake = wake
+        self.inputs: dict[int, RemoteInput] = {}
+        self.outputs: dict[int, RemoteOutput] = {}
+        self.closed = False
+        self._thread = threading.Thread(target=self._read_loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, kind: int, channel: int, value: int, payload: pa.Buffer | None = None) -> None:
+        self.conn.send_bytes(_HEADER.pack(kind, channel, value))
+        if payload is not None:
+            self.conn.send_bytes(payload)
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                kind, channel, value = _HEADER.unpack(self.conn.recv_bytes())
+                if kind == _CREDIT:
+                    self.outputs[channel].returned.append(value)
+                elif kind == _BATCH:
+                    self.inputs[channel].queue.append((kind, value, self.conn.recv_bytes()))
+                else:
+                    self.inputs[channel].queue.append((kind, value, None))
+                self.wake.set()
+        except (EOFError, OSError):
+            self.closed = True
+            self.wake.set()
+
+
+class RemoteOutput:
+    """The sending end of a channel to a task in another worker."""
+
+    def __init__(self, link: Link, channel: int, capacity: int) -> None:
+        self.link = link
+        self.channel = channel
+        self.capacity = capacity
+        self.in_flight = 0
+        self.returned: deque[int] = deque()  # appended by the reader thread
+        link.outputs[channel] = self
+
+    def has_credit(self) -> bool:
+        while self.returned:
+            self.in_flight -= self.returned.popleft()
+        return self.in_flight < self.capacity
+
+    def send(self, message: Message) -> None:
+        if isinstance(message, Batch):
+            payload = encode_batch(message.data)
+            self.in_flight += payload.size
+            self.link.send(_BATCH, self.channel, payload.size, payload)
+        elif isinstance(message, Watermark):
+            self.in_flight += _SMALL
+            kind = _IDLE if message.idle else _WATERMARK
+            self.link.send(kind, self.channel, message.value & 0xFFFFFFFFFFFFFFFF)
+        else:
+            self.in_flight += _SMALL
+            self.link.send(_EOS, self.channel, 0)
+
+
+class RemoteInput:
+    """The receiving end of a channel from a task in another worker."""
+
+    def __init__(self, link: Link, channel: int) -> None:
+        self.link = link
+        self.channel = channel
+        self.queue: deque[tuple[int, int, bytes | None]] = deque()  # filled by the reader
+        self._consumed = 0
+        link.inputs[channel] = self
+
+    def poll(self) -> Message | None:
+        if not self.queue:
+            return None
+        kind, value, payload = self.queue.popleft()
+        if kind == _BATCH:
+            message: Message = Batch(decode_batch(payload))  # type: ignore[arg-type]
+            self._consumed += value
+        else:
+            self._consumed += _SMALL
+            if kind == _EOS:
+                message = EndOfStream()
+            else:
+                signed = value - (1 << 64) if value >= 1 << 63 else value
+                message = Watermark(signed, idle=kind == _IDLE)
+        if self._consumed >= _RETURN_AT or not self.queue:
+            self.link.send(_CREDIT, self.channel, self._consumed)
+            self._consumed = 0
+        return message

@@ -1,0 +1,75 @@
+"""Running a flow: ``rs.run(flow, parallelism=2)``.
+
+>>> import rheostat as rs
+>>> flow = rs.Flow("doc")
+>>> out = rs.sinks.collect()
+>>> flow.source("n", rs.testing.rows([{"x": 1}, {"x": 2}])).sink("out", out)
+>>> _ = rs.run(flow, backend="inline")
+>>> out.to_pylist()
+[{'x': 1}, {'x': 2}]
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from rheostat.api.checks import check_serialisable
+from rheostat.api.flow import Flow
+from rheostat.backends.base import Backend, RunConfig
+from rheostat.control.controller import Controller, JobResult, ProgressCallback
+from rheostat.plan.keygroups import DEFAULT_MAX_PARALLELISM
+from rheostat.plan.physical import lower
+
+BackendName = Literal["local", "inline", "ray"]
+
+
+def run(
+    flow: Flow,
+    *,
+    parallelism: int = 1,
+    backend: BackendName | Backend = "local",
+    workers: int | None = None,
+    max_parallelism: int = DEFAULT_MAX_PARALLELISM,
+    channel_capacity_bytes: int = 8 << 20,
+    progress: bool | ProgressCallback = False,
+) -> JobResult:
+    """Run ``flow`` to completion (or until Ctrl-C) and return its result.
+
+    ``backend="local"`` runs worker processes on this machine (``workers`` of them, by
+    default one per core, at most ``parallelism``); ``"inline"`` runs every task in this
+    process in a fixed order (deterministic, for tests and debugging).
+    """
+    flow.validate()
+    check_serialisable(flow.steps)
+    plan = lower(flow.steps, parallelism, max_parallelism, flow.name)
+    if isinstance(backend, str):
+        backend_obj, n_workers = _make_backend(backend, parallelism, workers)
+    else:
+        backend_obj, n_workers = backend, workers or 1
+    config = RunConfig(workers=n_workers, channel_capacity_bytes=channel_capacity_bytes)
+    callback: ProgressCallback | None
+    if progress is True:
+        from rheostat.observe.progress import TerminalProgress
+
+        callback = TerminalProgress()
+    else:
+        callback = progress or None
+    return Controller(plan, backend_obj, config, callback).run()
+
+
+def _make_backend(
+    name: str, parallelism: int, workers: int | None
+) -> tuple[Backend, int]:
+    if name == "inline":
+        from rheostat.backends.inline import InlineBackend
+
+        return InlineBackend(), 1
+    if name == "local":
+        from rheostat.backends.local.backend import LocalBackend
+
+        n = workers or max(1, min(parallelism, os.cpu_count() or 1))
+        return LocalBackend(), n
+    if name == "ray":
+        raise NotImplementedError("the Ray backend is not built yet; use backend='local'")
+    raise ValueError(f"unknown backend {name!r}; use 'local' or 'inline'")

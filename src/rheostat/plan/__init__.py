@@ -1,0 +1,1 @@
+"""Logical graph, physical plan and key groups: plain data, no execution."""

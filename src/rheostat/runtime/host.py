@@ -1,0 +1,67 @@
+"""Hosting tasks: the loop every worker runs, whatever backend created it.
+
+``TaskHost.run_round`` steps every unfinished task once, in a fixed order, so a host that
+holds all tasks of a job is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from rheostat.plan.physical import PhysicalPlan
+from rheostat.runtime.channels import InputEndpoint, OutputEndpoint
+from rheostat.runtime.task import Task, TaskMetrics
+
+
+class TaskCrashed(Exception):
+    """A hosted task raised; carries its id and the error."""
+
+    def __init__(self, task_id: str, error: BaseException) -> None:
+        super().__init__(task_id, error)
+        self.task_id = task_id
+        self.error = error
+
+
+class TaskHost:
+    def __init__(
+        self,
+        plan: PhysicalPlan,
+        task_ids: list[str],
+        inputs: dict[int, InputEndpoint],
+        outputs: dict[int, OutputEndpoint],
+        send_to_driver: Callable[[str, pa.RecordBatch], None],
+        source_positions: dict[str, dict[int, Any]] | None = None,
+    ) -> None:
+        positions = source_positions or {}
+        self.tasks = [
+            Task(plan, t, inputs, outputs, send_to_driver, positions.get(t)) for t in task_ids
+        ]
+        self._reported_finished: set[str] = set()
+
+    @property
+    def done(self) -> bool:
+        return all(t.finished for t in self.tasks)
+
+    def run_round(self) -> bool:
+        """Step every unfinished task once; True if anything moved."""
+        moved = False
+        for task in self.tasks:
+            if task.finished:
+                continue
+            try:
+                moved = task.step() or moved
+            except Exception as exc:
+                raise TaskCrashed(task.task_id, exc) from exc
+        return moved
+
+    def newly_finished(self) -> list[str]:
+        out = [t.task_id for t in self.tasks
+               if t.finished and t.task_id not in self._reported_finished]
+        self._reported_finished.update(out)
+        return out
+
+    def metrics(self) -> dict[str, TaskMetrics]:
+        return {t.task_id: t.snapshot_metrics() for t in self.tasks}

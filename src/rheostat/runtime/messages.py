@@ -1,0 +1,43 @@
+"""What travels on a channel: data batches, watermarks and end of stream.
+
+Control messages never overtake data on one channel: a channel is a FIFO of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+MAX_WATERMARK = 2**63 - 1
+MIN_WATERMARK = -(2**63)
+
+
+@dataclass(slots=True)
+class Batch:
+    data: pa.RecordBatch
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """No later row on this channel has an event time <= ``value`` (except late rows).
+
+    ``idle`` marks a channel with nothing to say for now: it does not hold back the
+    minimum that a multi-input task computes.
+    """
+
+    value: int
+    idle: bool = False
+    nbytes = 16
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    nbytes = 8
+
+
+Message = Batch | Watermark | EndOfStream

@@ -1,0 +1,123 @@
+"""The operator interface: one step's logic inside a task, and the registry by step kind.
+
+An operator receives batches and watermarks from the task that hosts it and emits batches
+through its context. It never touches channels, processes or the backend, so the same
+operator runs in the deterministic single-process mode, in local worker processes and on Ray.
+
+>>> import pyarrow as pa
+>>> from rheostat.plan.logical import UnionStep
+>>> out = []
+>>> op = Identity(UnionStep("u", ()))
+>>> op.open(OperatorContext.for_test(op.step, out.append))
+>>> op.on_batch(pa.record_batch({"x": [1]}), 0)
+>>> out[0].num_rows
+1
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import pyarrow as pa
+
+from rheostat.plan.logical import MAIN, Step
+from rheostat.runtime.messages import MIN_WATERMARK
+
+
+@dataclass
+class OperatorContext:
+    step: Step
+    task_index: int
+    parallelism: int
+    max_parallelism: int
+    #: key group -> owning task index, for steps with a hash-routed input.
+    key_group_owners: tuple[int, ...] | None
+    #: emit(batch, port): hands a batch to whatever consumes that port of this step.
+    emit_to: Callable[[pa.RecordBatch, str], None]
+    send_to_driver: Callable[[pa.RecordBatch], None] = lambda batch: None
+    #: The task's current input watermark (the minimum over its inputs).
+    watermark: int = MIN_WATERMARK
+    #: Named counters shown in metrics and the job summary (``late_dropped``, ``skipped``...).
+    counters: Counter[str] = field(default_factory=Counter)
+
+    def emit(self, batch: pa.RecordBatch, port: str = MAIN) -> None:
+        if batch.num_rows:
+            self.emit_to(batch, port)
+
+    @classmethod
+    def for_test(
+        cls,
+        step: Step,
+        on_emit: Callable[[pa.RecordBatch], None],
+        *,
+        parallelism: int = 1,
+        max_parallelism: int = 4096,
+        owners: tuple[int, ...] | None = None,
+        ports: dict[str, list[pa.RecordBatch]] | None = None,
+    ) -> OperatorContext:
+        """A context for unit tests: main-port batches go to ``on_emit``, others to ``ports``."""
+
+        def emit_to(batch: pa.RecordBatch, port: str) -> None:
+            if port == MAIN:
+                on_emit(batch)
+            elif ports is not None:
+                ports.setdefault(port, []).append(batch)
+
+        return cls(step, 0, parallelism, max_parallelism, owners, emit_to)
+
+
+class Operator:
+    """Base class. Subclasses override the hooks they need."""
+
+    def __init__(self, step: Step) -> None:
+        self.step = step
+        self.ctx: OperatorContext
+
+    def open(self, ctx: OperatorContext) -> None:
+        self.ctx = ctx
+
+    def on_batch(self, batch: pa.RecordBatch, input_index: int) -> None:
+        raise NotImplementedError
+
+    def on_watermark(self, watermark: int) -> None:
+        """The input watermark advanced to ``watermark``: emit what is now complete."""
+
+    def on_end(self) -> None:
+        """Every input has ended (after the final watermark): emit what remains."""
+
+    def close(self) -> None:
+        """Release resources; called once, after ``on_end`` or on failure."""
+
+
+class Identity(Operator):
+    def on_batch(self, batch: pa.RecordBatch, input_index: int) -> None:
+        self.ctx.emit(batch)
+
+
+OPERATORS: dict[str, type[Operator]] = {"union": Identity}
+
+O = TypeVar("O", bound=type[Operator])
+
+
+def register(kind: str) -> Callable[[O], O]:
+    """Class decorator: the operator that runs steps of ``kind``."""
+
+    def deco(cls: O) -> O:
+        OPERATORS[kind] = cls
+        return cls
+
+    return deco
+
+
+def build_operator(step: Step) -> Operator:
+    # Importing the package registers every built-in operator.
+    import rheostat.runtime.operators  # noqa: F401
+
+    try:
+        cls = OPERATORS[step.kind]
+    except KeyError:
+        raise ValueError(f"step {step.step_id!r}: no operator for kind {step.kind!r}") from None
+    return cls(step)

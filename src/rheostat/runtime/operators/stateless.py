@@ -1,0 +1,207 @@
+"""Stateless operators: map, filter, flat_map, map_batches, with_timestamp and sinks.
+
+Per-record steps convert a batch to dicts once, call the user's function per row and
+rebuild a batch; the hidden event-time column never reaches user code. A failing row
+follows the step's error policy: fail the job, skip it (counted), or send it with the
+reason to the step's ``errors`` output.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from rheostat.plan.logical import ERRORS, EVENT_TIME, MapStep, SinkStep, TimestampStep
+from rheostat.runtime.errors import UserFunctionError, describe_batch, describe_record
+from rheostat.runtime.io import SinkContext, SinkWriter
+from rheostat.runtime.operator import Operator, OperatorContext, register
+from rheostat.runtime.timestamps import drop_event_time, with_event_time
+
+ERROR_SCHEMA = pa.schema([("step", pa.string()), ("error", pa.string()), ("record", pa.string())])
+
+
+@register("map")
+class MapOperator(Operator):
+    step: MapStep
+
+    def open(self, ctx: OperatorContext) -> None:
+        super().open(ctx)
+        self._schema: pa.Schema | None = None
+        self._dead: list[dict[str, str]] = []
+
+    def on_batch(self, batch: pa.RecordBatch, input_index: int) -> None:
+        if self.step.mode == "map_batches":
+            out = self._map_batches(batch)
+        else:
+            out = self._per_record(batch)
+        if out is not None:
+            self.ctx.emit(out)
+        if self._dead:
+            self.ctx.emit(pa.RecordBatch.from_pylist(self._dead, schema=ERROR_SCHEMA), ERRORS)
+            self._dead = []
+
+    # --- per-record -----------------------------------------------------------------
+
+    def _per_record(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
+        fn, mode = self.step.fn, self.step.mode
+        ts = batch.column(EVENT_TIME) if EVENT_TIME in batch.schema.names else None
+        rows = drop_event_time(batch).to_pylist()
+        if mode == "filter":
+            mask = np.zeros(len(rows), dtype=bool)
+            for i, row in enumerate(rows):
+                ok = self._call(fn, row)
+                mask[i] = bool(ok) and ok is not _FAILED
+            return batch.filter(pa.array(mask))
+        out: list[dict] = []
+        index: list[int] = []
+        for i, row in enumerate(rows):
+            res = self._call(fn, row)
+            if res is _FAILED:
+                continue
+            if mode == "map":
+                if not isinstance(res, dict):
+                    self._fail(row, TypeError(f"map must return a dict, got {type(res).__name__}"))
+                    continue
+                out.append(res)
+                index.append(i)
+            else:
+                try:
+                    produced = list(res)
+                except TypeError as exc:
+                    self._fail(row, TypeError(f"flat_map must return an iterable of dicts: {exc}"))
+                    continue
+                out.extend(produced)
+                index.extend([i] * len(produced))
+        if not out:
+            return None
+        result = self._to_batch(out)
+        if ts is not None:
+            result = result.append_column(EVENT_TIME, ts.take(pa.array(index, pa.int64())))
+        return result
+
+    def _call(self, fn: Callable[[Any], Any], row: dict) -> Any:
+        try:
+            return fn(row)
+        except Exception as exc:  # noqa: BLE001 - user code: any error follows the policy
+            self._fail(row, exc)
+            return _FAILED
+
+    def _fail(self, row: dict, exc: BaseException) -> None:
+        policy = self.step.on_error
+        if policy == "fail":
+            raise UserFunctionError(
+                self.step.step_id, describe_record(row), exc, traceback.format_exc()
+            ) from exc
+        self.ctx.counters["skipped" if policy == "skip" else "dead_lettered"] += 1
+        if policy == "dead_letter":
+            self._dead.append({
+                "step": self.step.step_id,
+                "error": f"{type(exc).__name__}: {exc}",
+                "record": json.dumps(row, default=str),
+            })
+
+    def _to_batch(self, rows: list[dict]) -> pa.RecordBatch:
+        if self._schema is not None:
+            try:
+                return pa.RecordBatch.from_pylist(rows, schema=self._schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
+                pass
+        try:
+            result = pa.RecordBatch.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise UserFunctionError(
+                self.step.step_id, describe_record(rows[0]), exc,
+                "the rows returned cannot form one Arrow batch (mixed types in a column?)\n",
+            ) from exc
+        if all(not pa.types.is_null(f.type) for f in result.schema):
+            self._schema = result.schema
+        return result
+
+    # --- vectorised -----------------------------------------------------------------
+
+    def _map_batches(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
+        try:
+            return self._apply_batch(batch)
+        except UserFunctionError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if self.step.on_error == "fail":
+                raise UserFunctionError(
+                    self.step.step_id, describe_batch(batch), exc, traceback.format_exc()
+                ) from exc
+        # Isolate the bad rows: rerun row by row (only on this error path).
+        parts = []
+        for i in range(batch.num_rows):
+            one = batch.slice(i, 1)
+            try:
+                res = self._apply_batch(one)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(drop_event_time(one).to_pylist()[0], exc)
+                continue
+            if res is not None and res.num_rows:
+                parts.append(res)
+        if not parts:
+            return None
+        return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
+
+    def _apply_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
+        res = self.step.fn(batch)
+        if res is None:
+            return None
+        if isinstance(res, pa.Table):
+            res = res.combine_chunks()
+            res = (res.to_batches()[0] if res.num_rows else
+                   pa.RecordBatch.from_pylist([], schema=res.schema))
+        if not isinstance(res, pa.RecordBatch):
+            raise TypeError(
+                f"map_batches must return a pyarrow RecordBatch or Table, got {type(res).__name__}"
+            )
+        has_ts = EVENT_TIME in batch.schema.names
+        if has_ts and EVENT_TIME not in res.schema.names:
+            if res.num_rows != batch.num_rows:
+                raise ValueError(
+                    "the output dropped the hidden _ts event-time column and changed the "
+                    "row count, so event time is lost: filter with batch.filter(...) to keep "
+                    "_ts, or keep the _ts column in the output"
+                )
+            res = res.append_column(EVENT_TIME, batch.column(EVENT_TIME))
+        return res
+
+
+_FAILED = object()
+
+
+@register("timestamp")
+class TimestampOperator(Operator):
+    step: TimestampStep
+
+    def on_batch(self, batch: pa.RecordBatch, input_index: int) -> None:
+        self.ctx.emit(with_event_time(batch, self.step.column, self.step.step_id))
+
+
+@register("sink")
+class SinkOperator(Operator):
+    step: SinkStep
+
+    def open(self, ctx: OperatorContext) -> None:
+        super().open(ctx)
+        self.rows = 0
+        sink = self.step.sink
+        self.writer: SinkWriter | None = None if sink is None else sink.open(SinkContext(
+            self.step.step_id, ctx.task_index, ctx.parallelism, ctx.send_to_driver,
+        ))
+
+    def on_batch(self, batch: pa.RecordBatch, input_index: int) -> None:
+        self.rows += batch.num_rows
+        if self.writer is not None:
+            self.writer.write(drop_event_time(batch))
+
+    def on_end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,266 @@
+"""A task: one running instance of a chain of fused steps.
+
+The task owns no thread and no process. Its host (a backend's worker) calls
+:meth:`Task.step` repeatedly; each call moves a bounded amount of work and says whether
+anything moved. Inside, batches go from operator to operator by direct calls and leave
+the chain through routers into outboxes; a task whose outboxes wait for credit takes no
+new input, which is how backpressure reaches the sources.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from rheostat.plan.logical import SourceStep
+from rheostat.plan.physical import Channel, PhysicalPlan
+from rheostat.runtime.channels import InputEndpoint, Outbox, OutputEndpoint
+from rheostat.runtime.errors import UserFunctionError, describe_batch
+from rheostat.runtime.messages import Batch, EndOfStream, Message, Watermark
+from rheostat.runtime.operator import Operator, OperatorContext, build_operator
+from rheostat.runtime.routing import Router, make_router
+from rheostat.runtime.source import SourceDriver
+from rheostat.runtime.watermarks import InputWatermarks
+
+
+class StepError(RuntimeError):
+    """An operator failed; names the step and what it was handling."""
+
+
+@dataclass
+class TaskMetrics:
+    rows_in: int = 0
+    rows_out: int = 0
+    batches_in: int = 0
+    busy_s: float = 0.0
+    backpressure_s: float = 0.0
+    watermark: int | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Edge:
+    router: Router
+    outboxes: dict[int, Outbox]  # downstream task index -> outbox
+
+
+@dataclass
+class _Next:
+    op: Operator
+    input_index: int
+
+
+class Task:
+    def __init__(
+        self,
+        plan: PhysicalPlan,
+        task_id: str,
+        inputs: dict[int, InputEndpoint],
+        outputs: dict[int, OutputEndpoint],
+        send_to_driver: Callable[[str, pa.RecordBatch], None] = lambda step, batch: None,
+        source_positions: dict[int, Any] | None = None,
+    ) -> None:
+        chain_id, index = task_id.rsplit("#", 1)
+        self.task_id = task_id
+        self.chain = plan.chain_of(chain_id)
+        self.index = int(index)
+        self.metrics = TaskMetrics()
+        self.finished = False
+        head = plan.steps[self.chain.steps[0]]
+        self.source = (
+            SourceDriver(head, self.index, self.chain.parallelism, source_positions)
+            if isinstance(head, SourceStep) else None
+        )
+        op_steps = self.chain.steps[1:] if self.source else self.chain.steps
+        self.ops = {sid: build_operator(plan.steps[sid]) for sid in op_steps}
+        self._targets: dict[tuple[str, str], list[_Edge | _Next]] = {}
+        self._edges: list[_Edge] = []
+        self._wire_outputs(plan, outputs)
+        self.outboxes = [o for e in self._edges for o in e.outboxes.values()]
+        # Inputs: (endpoint, head step input index, position in the watermark tracker)
+        in_channels: list[Channel] = sorted(
+            plan.inputs_of(task_id), key=lambda c: c.channel_id
+        )
+        self.inputs = [(inputs[c.channel_id], c.edge.dst_input) for c in in_channels]
+        self.input_watermarks = InputWatermarks(len(self.inputs))
+        self._ended_inputs: set[int] = set()
+        self._turn = 0
+        for sid, op in self.ops.items():
+            op.open(OperatorContext(
+                step=plan.steps[sid],
+                task_index=self.index,
+                parallelism=self.chain.parallelism,
+                max_parallelism=plan.max_parallelism,
+                key_group_owners=plan.key_group_owners.get(sid),
+                emit_to=self._emitter(sid),
+                send_to_driver=lambda batch, sid=sid: send_to_driver(sid, batch),
+            ))
+
+    # --- wiring ---------------------------------------------------------------------
+
+    def _wire_outputs(self, plan: PhysicalPlan, outputs: dict[int, OutputEndpoint]) -> None:
+        my_channels = plan.outputs_of(self.task_id)
+        for sid in self.chain.steps:
+            for edge in [e for e in plan.edges if e.src_step == sid]:
+                targets = self._targets.setdefault((sid, edge.src_port), [])
+                if edge.dst_step in self.chain.steps:
+                    targets.append(_Next(self.ops[edge.dst_step], edge.dst_input))
+                    continue
+                chans = [c for c in my_channels if c.edge == edge]
+                router = make_router(
+                    edge.routing, self.index, plan.parallelism[edge.dst_step],
+                    plan.key_group_owners.get(edge.dst_step), plan.max_parallelism,
+                )
+                out = _Edge(router, {c.dst_index: Outbox(outputs[c.channel_id]) for c in chans})
+                targets.append(out)
+                self._edges.append(out)
+
+    def _emitter(self, step_id: str) -> Callable[[pa.RecordBatch, str], None]:
+        def emit(batch: pa.RecordBatch, port: str) -> None:
+            self._dispatch(step_id, port, batch)
+        return emit
+
+    def _dispatch(self, step_id: str, port: str, batch: pa.RecordBatch) -> None:
+        targets = self._targets.get((step_id, port))
+        if not targets:
+            # A side output nobody consumes: counted, never silently lost.
+            key = f"{port}_unconsumed"
+            self.metrics.counters[key] = self.metrics.counters.get(key, 0) + batch.num_rows
+            return
+        for target in targets:
+            if isinstance(target, _Next):
+                self._call(target.op, "on_batch", batch, target.input_index)
+            else:
+                self.metrics.rows_out += batch.num_rows
+                for dest, part in target.router.route(batch):
+                    target.outboxes[dest].put(Batch(part))
+
+    def _call(self, op: Operator, hook: str, *args: Any) -> None:
+        try:
+            getattr(op, hook)(*args)
+        except (UserFunctionError, StepError):
+            raise
+        except Exception as exc:
+            what = describe_batch(args[0]) if hook == "on_batch" else hook
+            raise StepError(
+                f"step {op.step.step_id!r} (task {self.task_id}) failed in {hook} on {what}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _broadcast(self, message: Message) -> None:
+        for box in self.outboxes:
+            box.put(message)
+
+    # --- running --------------------------------------------------------------------
+
+    def step(self, budget: int = 8) -> bool:
+        """Do up to ``budget`` units of work; True if anything moved."""
+        if self.finished:
+            return False
+        started = time.perf_counter()
+        moved = self._flush()
+        if not self._blocked():
+            for _ in range(budget):
+                if not self._pull_one():
+                    break
+                moved = True
+                if self._blocked():
+                    break
+        if self._blocked():
+            self.metrics.backpressure_s += time.perf_counter() - started
+        elif self._ended() and not self.finished:
+            self.finished = True
+            for op in self.ops.values():
+                op.close()
+            moved = True
+        if moved:
+            self.metrics.busy_s += time.perf_counter() - started
+        return moved
+
+    def _flush(self) -> bool:
+        moved = False
+        for box in self.outboxes:
+            if box.pending:
+                before = len(box.pending)
+                box.flush()
+                moved = moved or len(box.pending) < before
+        return moved
+
+    def _blocked(self) -> bool:
+        return any(box.pending for box in self.outboxes)
+
+    def _ended(self) -> bool:
+        if self.source is not None:
+            return self.source.done
+        return self.input_watermarks.all_ended and len(self._ended_inputs) == len(self.inputs)
+
+    def _pull_one(self) -> bool:
+        if self.source is not None:
+            messages = self.source.poll()
+            for m in messages:
+                self._on_message(m, None)
+            return bool(messages)
+        n = len(self.inputs)
+        for k in range(n):
+            i = (self._turn + k) % n
+            if i in self._ended_inputs:
+                continue
+            message = self.inputs[i][0].poll()
+            if message is not None:
+                self._turn = i + 1
+                self._on_message(message, i)
+                return True
+        return False
+
+    def _on_message(self, message: Message, channel: int | None) -> None:
+        if isinstance(message, Batch):
+            self.metrics.rows_in += message.data.num_rows
+            self.metrics.batches_in += 1
+            if channel is None:  # from the source driver
+                self._dispatch(self.chain.steps[0], "main", message.data)
+            else:
+                head = self.ops[self.chain.steps[0]]
+                self._call(head, "on_batch", message.data, self.inputs[channel][1])
+        elif isinstance(message, Watermark):
+            if channel is None:
+                advanced = None if message.idle else message.value
+                if message.idle:
+                    self._broadcast(message)
+            elif message.idle:
+                advanced = self.input_watermarks.set_idle(channel)
+                if advanced is None and self.input_watermarks.all_idle:
+                    self._broadcast(Watermark(self.input_watermarks.current, idle=True))
+            else:
+                advanced = self.input_watermarks.update(channel, message.value)
+            if advanced is not None:
+                self._advance_watermark(advanced)
+        elif isinstance(message, EndOfStream):
+            if channel is not None:
+                self._ended_inputs.add(channel)
+                advanced = self.input_watermarks.end(channel)
+                if advanced is not None:
+                    self._advance_watermark(advanced)
+            if channel is None or len(self._ended_inputs) == len(self.inputs):
+                for op in self.ops.values():
+                    self._call(op, "on_end")
+                self._broadcast(EndOfStream())
+
+    def _advance_watermark(self, value: int) -> None:
+        self.metrics.watermark = value
+        for op in self.ops.values():  # chain order: upstream results reach downstream first
+            op.ctx.watermark = value
+            self._call(op, "on_watermark", value)
+        self._broadcast(Watermark(value))
+
+    def snapshot_metrics(self) -> TaskMetrics:
+        counters = dict(self.metrics.counters)
+        for op in self.ops.values():
+            for k, v in op.ctx.counters.items():
+                counters[k] = counters.get(k, 0) + v
+        m = self.metrics
+        return TaskMetrics(m.rows_in, m.rows_out, m.batches_in, m.busy_s, m.backpressure_s,
+                           m.watermark, counters)
