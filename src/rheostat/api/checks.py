@@ -21,7 +21,7 @@ def check_serialisable(steps: Iterable[Step]) -> None:
     for step in steps:
         try:
             cloudpickle.dumps(step)
-        except Exception as exc:  # noqa: BLE001 - any pickling failure is reported
+        except Exception as exc:
             culprit = _find_culprit(step)
             raise FlowError(
                 f"step {step.step_id!r} cannot be sent to worker processes: {culprit}"
@@ -58,5 +58,5 @@ def _pickles(value: Any) -> bool:
     try:
         cloudpickle.dumps(value)
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False

@@ -25,6 +25,7 @@ from typing import Any
 
 from rheostat.api.agg import count
 from rheostat.api.durations import to_ms
+from rheostat.api.process import as_keyed_process, stateful_map
 from rheostat.api.windows import tumbling
 from rheostat.plan.errors import FlowError
 from rheostat.plan.logical import (
@@ -345,10 +346,28 @@ class KeyedStream(Stream):
         return WindowedStream(self, window, to_ms(allowed_lateness, "allowed_lateness"))
 
     def process(self, fn: Any, *, name: str | None = None) -> Stream:
-        """Run per-key logic with state and event-time timers (``rs.KeyedProcess``)."""
+        """Run per-key logic with state and event-time timers (a ``rs.KeyedProcess``)."""
+        try:
+            proc = as_keyed_process(fn)
+        except TypeError as exc:
+            raise FlowError(f"process after {self.port.step_id!r}: {exc}") from None
         step_id = name or self.flow._fresh_id(f"{self.port.step_id}.process")
-        self.flow._add(KeyedProcessStep(step_id, (self._input(),), keys=self.keys, fn=fn))
+        self.flow._add(KeyedProcessStep(step_id, (self._input(),), keys=self.keys, fn=proc))
         return Stream(self.flow, Port(step_id), None, self.timestamped)
+
+    def stateful_map(
+        self, fn: Callable[[Any, dict], tuple[Any, dict | None]], *, name: str | None = None
+    ) -> Stream:
+        """Per-key running state: ``fn(state, row) -> (new_state, output row or None)``.
+
+        ``state`` is None for a key's first row; returning None as the state forgets it.
+        """
+        try:
+            proc = stateful_map(fn)
+        except TypeError as exc:
+            raise FlowError(f"stateful_map after {self.port.step_id!r}: {exc}") from None
+        return self.process(proc, name=name or self.flow._fresh_id(
+            f"{self.port.step_id}.stateful_map"))
 
     def join(
         self,
@@ -414,7 +433,9 @@ class WindowedStream:
             if not isinstance(agg, Agg):
                 raise FlowError(f"aggregate: {out}={agg!r} is not an aggregation; use rs.agg.*")
             if out in ks.keys or out in _WINDOW_COLUMNS:
-                raise FlowError(f"aggregate: output name {out!r} clashes with a key or window column")
+                raise FlowError(
+                    f"aggregate: output name {out!r} clashes with a key or window column"
+                )
         ks._check_columns([a.column for a in aggs.values() if a.column], "aggregate")
         step_id = name or ks.flow._fresh_id(f"{ks.port.step_id}.aggregate")
         ks.flow._add(WindowAggregateStep(

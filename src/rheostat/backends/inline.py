@@ -33,8 +33,12 @@ class InlineBackend(Backend):
 
     def start(self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig) -> None:
         self.config = config
-        channels = {c.channel_id: LocalChannel(config.channel_capacity_bytes) for c in plan.channels}
-        self._host = TaskHost(plan, plan.task_ids, channels, channels, self._to_driver)  # type: ignore[arg-type]
+        capacity = config.channel_capacity_bytes
+        channels = {c.channel_id: LocalChannel(capacity) for c in plan.channels}
+        self._host = TaskHost(
+            plan, plan.task_ids, channels, channels, self._to_driver,  # type: ignore[arg-type]
+            isolate_tasks=True,
+        )
 
     def _to_driver(self, step_id: str, batch: pa.RecordBatch) -> None:
         self._pending.append(SinkData(step_id, batch))

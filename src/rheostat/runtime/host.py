@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import cloudpickle
 import pyarrow as pa
 
 from rheostat.plan.physical import PhysicalPlan
@@ -34,10 +35,16 @@ class TaskHost:
         outputs: dict[int, OutputEndpoint],
         send_to_driver: Callable[[str, pa.RecordBatch], None],
         source_positions: dict[str, dict[int, Any]] | None = None,
+        isolate_tasks: bool = False,
     ) -> None:
+        """``isolate_tasks``: give each task its own copy of the plan, as if it ran in its
+        own process, so tasks sharing this host share no user object."""
         positions = source_positions or {}
+        blob = cloudpickle.dumps(plan) if isolate_tasks else None
         self.tasks = [
-            Task(plan, t, inputs, outputs, send_to_driver, positions.get(t)) for t in task_ids
+            Task(cloudpickle.loads(blob) if blob else plan, t, inputs, outputs, send_to_driver,
+                 positions.get(t))
+            for t in task_ids
         ]
         self._reported_finished: set[str] = set()
 

@@ -8,6 +8,7 @@ socket to the controller, whose end-of-file tells the controller the worker died
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import pickle
 import socket
@@ -79,10 +80,8 @@ class LocalBackend(Backend):
         if isinstance(command, StopWorker):
             self._stopping = True
             if worker not in self._gone:
-                try:
+                with contextlib.suppress(OSError):
                     self._controls[worker].send("stop")
-                except OSError:
-                    pass
 
     def events(self, timeout: float) -> list[Event]:
         events: list[Event] = []
@@ -104,10 +103,8 @@ class LocalBackend(Backend):
             self._gone.add(w)
             if not self._stopping:
                 proc = self._procs[w]
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(1)
-                except subprocess.TimeoutExpired:
-                    pass
                 events.append(WorkerDied(w, proc.poll()))
         return events
 

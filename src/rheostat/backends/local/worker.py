@@ -67,8 +67,8 @@ def worker_main(
         def to_driver(step_id: str, batch: pa.RecordBatch) -> None:
             control.send(("sink", step_id, encode_batch(batch).to_pybytes()))
 
-        host = TaskHost(plan, my_tasks, inputs, outputs, to_driver)
-    except Exception as exc:  # noqa: BLE001 - a worker that cannot start fails the job
+        host = TaskHost(plan, my_tasks, inputs, outputs, to_driver, isolate_tasks=True)
+    except Exception as exc:
         _report_failure(control, f"worker {worker}", exc)
         _wait_for_stop(commands, wake)
         return
@@ -147,7 +147,7 @@ def _report_failure(control: Connection, where: str, error: BaseException) -> No
     try:
         blob = pickle.dumps(error)
         pickle.loads(blob)
-    except Exception:  # noqa: BLE001 - unpicklable errors travel as text
+    except Exception:
         blob = pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
     control.send(("failed", where, blob, tb))
 
