@@ -4,9 +4,10 @@
 >>> flow = rs.Flow("example")
 """
 
-from rheostat import testing
+from rheostat import sinks, sources, testing
 from rheostat.api import agg, windows
 from rheostat.api.flow import Flow, KeyedStream, Stream, WindowedStream
+from rheostat.api.process import KeyedProcess, ProcessContext, stateful_map
 from rheostat.control.controller import JobResult
 from rheostat.launch import run
 from rheostat.plan.errors import FlowError
@@ -17,7 +18,9 @@ __all__ = [
     "FlowError",
     "JobFailed",
     "JobResult",
+    "KeyedProcess",
     "KeyedStream",
+    "ProcessContext",
     "Stream",
     "UserFunctionError",
     "WindowedStream",
@@ -25,6 +28,7 @@ __all__ = [
     "run",
     "sinks",
     "sources",
+    "stateful_map",
     "testing",
     "windows",
 ]

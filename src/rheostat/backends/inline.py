@@ -59,12 +59,12 @@ class InlineBackend(Backend):
         except TaskCrashed as crash:
             self._pending.append(TaskFailed(crash.task_id, crash.error))
         events, self._pending = self._pending, []
-        events += [TaskFinished(t) for t in host.newly_finished()]
+        finished = host.newly_finished()
         now = time.monotonic()
-        if host.done or now - self._last_metrics >= self.config.metrics_interval_s:
+        if finished or now - self._last_metrics >= self.config.metrics_interval_s:
             self._last_metrics = now
-            events.append(MetricsReport(0, host.metrics()))
-        return events
+            events.append(MetricsReport(0, host.metrics()))  # final figures before "finished"
+        return events + [TaskFinished(t) for t in finished]
 
     def stop(self) -> None:
         self._host = None

@@ -55,6 +55,9 @@ class JobStateMachine:
         return not TRANSITIONS[self.state]
 
     def handle(self, event: Event) -> list[Command]:
+        if isinstance(event, MetricsReport):  # final figures may arrive after the end
+            self.metrics.update(event.tasks)
+            return []
         if self.is_final:
             return []
         if isinstance(event, TaskFinished):
@@ -69,8 +72,6 @@ class JobStateMachine:
                 f"worker {event.worker} died (exit code {event.exitcode}) while the job ran"
             )
             return self._to("failed")
-        elif isinstance(event, MetricsReport):
-            self.metrics.update(event.tasks)
         elif isinstance(event, SinkData):
             pass  # delivered by the controller to the driver-side sink
         return []

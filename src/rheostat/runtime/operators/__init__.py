@@ -1,3 +1,3 @@
 """Built-in operators; importing this package registers them by step kind."""
 
-from rheostat.runtime.operators import join, process, stateless  # noqa: F401
+from rheostat.runtime.operators import join, process, stateless, windows  # noqa: F401
