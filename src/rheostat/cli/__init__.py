@@ -1,0 +1,1 @@
+"""The ``rheostat`` command line (see :mod:`rheostat.cli.main`)."""

@@ -1,0 +1,256 @@
+"""The ``rheostat`` command: run a flow file, draw it, say the version.
+
+``rheostat run FILE`` imports FILE under a private module name (so its
+``if __name__ == "__main__":`` block does not run), finds its ``rs.Flow`` and runs it with
+live progress, then prints a summary. Errors in the flow or the job are reported in one
+paragraph; ``--debug`` shows the Python traceback as well.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn
+
+import click
+import cloudpickle
+
+from rheostat.api.flow import Flow
+from rheostat.launch import run as run_flow
+from rheostat.observe.progress import TerminalProgress, summary
+from rheostat.plan.errors import FlowError
+from rheostat.runtime.errors import JobFailed, UserFunctionError
+
+EXIT_INTERRUPTED = 130
+
+
+class CliError(click.ClickException):
+    """An error reported as one paragraph on stderr, exit status 1."""
+
+
+# --- loading a flow file ---------------------------------------------------------------
+
+
+def module_name_for(path: Path) -> str:
+    """A private module name for a flow file: never ``__main__``.
+
+    >>> module_name_for(Path("examples/hot-items.py"))
+    '_rheostat_flow_hot_items'
+    """
+    return "_rheostat_flow_" + re.sub(r"\W", "_", path.stem)
+
+
+def load_flow_module(path: Path) -> ModuleType:
+    """Import ``path`` as a module named by :func:`module_name_for`.
+
+    The file's folder goes first on ``sys.path`` (as for ``python FILE``, so its sibling
+    modules import, in workers too), and the module's functions and classes are pickled by
+    value, so worker processes need not import the file.
+    """
+    name = module_name_for(path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise CliError(f"cannot load {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    sys.modules[name] = module
+    cloudpickle.register_pickle_by_value(module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def find_flow(module: ModuleType, wanted: str | None, where: str) -> Flow:
+    """The module's flow: the only one, or the one whose variable or flow name is ``wanted``."""
+    found: dict[str, Flow] = {}
+    for var, value in vars(module).items():
+        if isinstance(value, Flow) and not var.startswith("__"):
+            found.setdefault(var, value)
+    unique = list({id(f): f for f in found.values()}.values())
+    listing = ", ".join(f"{var} (flow {f.name!r})" for var, f in found.items())
+    if wanted is not None:
+        matches = [f for var, f in found.items() if var == wanted]
+        matches = matches or [f for f in unique if f.name == wanted]
+        if len(matches) == 1:
+            return matches[0]
+        if not found:
+            raise CliError(f"{where} defines no flow at module level, so there is no {wanted!r}")
+        what = "several flows are named" if matches else "there is no flow named"
+        raise CliError(f"{what} {wanted!r} in {where}; it defines: {listing}")
+    if len(unique) == 1:
+        return unique[0]
+    if not unique:
+        raise CliError(
+            f"{where} defines no flow at module level; build one there with "
+            "flow = rs.Flow('name') (flows made inside functions are not found)"
+        )
+    raise CliError(
+        f"{where} defines {len(unique)} flows: {listing}; choose one with --flow NAME "
+        "(a variable name or a flow name)"
+    )
+
+
+def _load(path: Path, wanted: str | None, debug: bool) -> Flow:
+    try:
+        module = load_flow_module(path)
+    except (CliError, KeyboardInterrupt):
+        raise
+    except FlowError as exc:
+        line = _line_in(exc, path)
+        where = f" (line {line})" if line else ""
+        _fail(f"the flow in {path} is not valid{where}: {exc}", exc, debug)
+    except Exception as exc:  # the user's file raised: say where
+        line = _line_in(exc, path)
+        where = f" at line {line}" if line else ""
+        _fail(f"loading {path} raised{where} {type(exc).__name__}: {exc}", exc, debug)
+    return find_flow(module, wanted, str(path))
+
+
+def _line_in(exc: BaseException, path: Path) -> int | None:
+    """The line of ``path`` in the deepest frame of ``exc`` there, if any."""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return exc.lineno
+    target = str(path.resolve())
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename and str(Path(frame.filename).resolve()) == target:
+            line = frame.lineno
+    return line
+
+
+# --- reporting errors ------------------------------------------------------------------
+
+
+def describe_failure(exc: BaseException, hint: bool = True) -> str:
+    """One paragraph for a failed job: what failed where, without tracebacks.
+
+    >>> err = JobFailed("job 'j' failed in task a#0: boom\\n--- worker traceback ---\\n...")
+    >>> describe_failure(err)
+    "job 'j' failed in task a#0: boom"
+    """
+    cause = exc.__cause__
+    if isinstance(exc, JobFailed) and isinstance(cause, UserFunctionError):
+        head = str(exc).split(": step ", 1)[0]
+        return (
+            f"{head}: step {cause.step_id!r} failed on {cause.what}: {cause.cause_text}. "
+            "Set on_error='skip' or 'dead_letter' on the step to keep going past bad rows"
+            + ("; run with --debug to see the function's traceback" if hint else "")
+        )
+    kept: list[str] = []
+    for line in str(exc).splitlines():
+        text = line.strip()
+        if text.startswith("Traceback (most recent") or (
+            text.startswith("---") and "traceback" in text
+        ):
+            break
+        if line.strip():
+            kept.append(line.strip())
+    return " ".join(kept) or type(exc).__name__
+
+
+def _fail(message: str, exc: BaseException, debug: bool, hint: bool = True) -> NoReturn:
+    if debug:
+        traceback.print_exception(exc)
+    elif hint:
+        message += " (run with --debug for the traceback)"
+    raise CliError(message)
+
+
+def _interrupted(message: str) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def _debug_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--debug", is_flag=True, help="Show Python tracebacks with errors."
+    )(fn)
+
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_FLOW = click.option(
+    "--flow", "flow_name", metavar="NAME",
+    help="Which flow to use when FILE defines several (variable name or flow name).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rheostat", prog_name="rheostat")
+def cli() -> None:
+    """rheostat: a vectorised stream-processing engine for Python."""
+
+
+@cli.command("run")
+@click.argument("file", type=_FILE)
+@_FLOW
+@click.option("-p", "--parallelism", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tasks per step (steps may set their own).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for the local backend (default: one per core, "
+              "at most the parallelism).")
+@click.option("--backend", type=click.Choice(["local", "inline"]), default="local",
+              show_default=True, help="local: worker processes; inline: all in this process.")
+@click.option("--no-progress", is_flag=True, help="Do not show live progress.")
+@_debug_option
+def run_command(
+    file: Path, flow_name: str | None, parallelism: int, workers: int | None,
+    backend: str, no_progress: bool, debug: bool,
+) -> None:
+    """Run the flow defined in FILE to completion (Ctrl-C stops it)."""
+    try:
+        flow = _load(file, flow_name, debug)
+    except KeyboardInterrupt:
+        _interrupted(f"Interrupted (Ctrl-C) while loading {file}; nothing ran.")
+    progress = None if no_progress else TerminalProgress()
+    try:
+        result = run_flow(flow, parallelism=parallelism, backend=backend,  # type: ignore[arg-type]
+                          workers=workers, progress=progress if progress is not None else False)
+    except KeyboardInterrupt:
+        _close(progress)
+        _interrupted(f"Interrupted (Ctrl-C): job {flow.name!r} was cancelled and its "
+                     "workers stopped.")
+    except FlowError as exc:
+        _close(progress)
+        _fail(f"the flow {flow.name!r} is not valid: {exc}", exc, debug)
+    except JobFailed as exc:
+        _close(progress)
+        message = describe_failure(exc, hint=not debug)
+        _fail(message, exc, debug, hint="--debug" not in message)
+    except Exception as exc:  # report, do not dump a traceback
+        _close(progress)
+        _fail(f"job {flow.name!r} stopped on an unexpected {type(exc).__name__}: "
+              f"{describe_failure(exc)}. This may be a bug in rheostat", exc, debug)
+    _close(progress)
+    click.echo(summary(result))
+
+
+def _close(progress: TerminalProgress | None) -> None:
+    if progress is not None:
+        progress.close()
+
+
+@cli.command("mermaid")
+@click.argument("file", type=_FILE)
+@_FLOW
+@_debug_option
+def mermaid_command(file: Path, flow_name: str | None, debug: bool) -> None:
+    """Print the flow in FILE as a Mermaid diagram."""
+    click.echo(_load(file, flow_name, debug).to_mermaid())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()
