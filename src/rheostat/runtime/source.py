@@ -14,7 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from rheostat.plan.logical import SourceStep
-from rheostat.runtime.messages import MAX_WATERMARK, Batch, EndOfStream, Message, Watermark
+from rheostat.runtime.messages import (
+    MAX_WATERMARK,
+    MIN_WATERMARK,
+    Batch,
+    EndOfStream,
+    Message,
+    Watermark,
+)
 from rheostat.runtime.timestamps import max_event_time, with_event_time
 from rheostat.runtime.watermarks import BoundedOutOfOrderness
 
@@ -91,6 +98,8 @@ class SourceDriver:
         if self.step.timestamp is None or not self.watermarks:
             return []
         wm = min(g.watermark for g in self.watermarks.values())
+        if wm == MIN_WATERMARK:
+            return []  # some split has shown no row yet: nothing to promise
         if self._emitted_wm is None or wm > self._emitted_wm:
             self._emitted_wm = wm
             return [Watermark(wm)]
