@@ -1,0 +1,190 @@
+"""The keyed window aggregate: tumbling, sliding and session windows on event time.
+
+Semantics are Flink's (see :mod:`rheostat.runtime.window_state`): a window
+``[start, end)`` fires when the watermark reaches ``end - 1``; its state is kept for
+``allowed_lateness_ms`` more, and rows arriving meanwhile re-emit the updated full result
+of their key's window at the next watermark. Rows whose every window has expired go,
+unchanged, to the ``late`` port and are counted in ``ctx.counters["late"]``; rows that fall
+in the gaps of a sliding window whose slide exceeds its size are counted in
+``ctx.counters["outside_windows"]``. Session windows merge per key when the next row starts
+at or before the running session end (``ts <= last_ts + gap``, Flink's rule); late and merge
+decisions are taken per batch, not per row, so within one batch a row that is late on its
+own is kept when it merges with a live session.
+
+Output columns: the keys, ``window_start`` and ``window_end`` (``timestamp[ms]``), one
+column per aggregation, and ``_ts = window_end - 1`` (int64) for downstream windows.
+The hot path is vectorised: one ``group_by`` per batch into per-pane (or per-session)
+partials, one more per watermark to merge the windows that fire. ``reduce`` calls the
+user's reducer per value.
+
+>>> import pyarrow as pa
+>>> from rheostat.plan.logical import Agg, Tumbling, WindowAggregateStep
+>>> from rheostat.runtime.operator import OperatorContext
+>>> step = WindowAggregateStep("w", (), keys=("k",), window=Tumbling(10),
+...                            aggs=(("n", Agg("count")),))
+>>> out = []
+>>> op = WindowAggregate(step)
+>>> op.open(OperatorContext.for_test(step, out.append))
+>>> op.on_batch(pa.record_batch({"k": [1, 1, 2], "_ts": [1, 4, 12]}), 0)
+>>> op.on_watermark(9)
+>>> out[0].select(["k", "n", "_ts"]).to_pylist()
+[{'k': 1, 'n': 2, '_ts': 9}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rheostat.plan.logical import EVENT_TIME, LATE, Session, Sliding, Tumbling, WindowAggregateStep
+from rheostat.runtime.aggregates import AggPlan
+from rheostat.runtime.messages import MAX_WATERMARK, MIN_WATERMARK
+from rheostat.runtime.operator import Operator, OperatorContext, register
+from rheostat.runtime.window_state import PaneStore, SessionStore
+
+_RESERVED = {"_kg", "_pane", "_ws", "_we", "_new", "_old", "_sid", "_msid", EVENT_TIME}
+_OUTPUT = ("window_start", "window_end", EVENT_TIME)
+_WATERMARK_KEY = b"rheostat.watermark"
+
+
+@register("window_aggregate")
+class WindowAggregate(Operator):
+    """Runs a :class:`~rheostat.plan.logical.WindowAggregateStep` (see the module docstring)."""
+
+    step: WindowAggregateStep
+
+    def __init__(self, step: WindowAggregateStep) -> None:
+        super().__init__(step)
+        where = f"step {step.step_id!r}"
+        keys, window, lateness = tuple(step.keys), step.window, step.allowed_lateness_ms
+        for k in keys:
+            if k in _RESERVED or k in _OUTPUT:
+                raise ValueError(f"{where}: key column {k!r} clashes with a window column; "
+                                 "rename it before the window")
+        for name, _ in step.aggs:
+            if name in keys or name in _OUTPUT or name in _RESERVED:
+                raise ValueError(f"{where}: aggregation name {name!r} clashes with a key or "
+                                 "window column; choose another name")
+        if lateness < 0:
+            raise ValueError(f"{where}: allowed_lateness_ms must be >= 0, got {lateness}")
+        try:
+            self.plan = AggPlan(step.aggs)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        self.store: PaneStore | SessionStore
+        if isinstance(window, Tumbling | Sliding):
+            size = window.size_ms
+            slide = window.slide_ms if isinstance(window, Sliding) else size
+            if size <= 0 or slide <= 0:
+                raise ValueError(f"{where}: window size and slide must be > 0, got {window}")
+            self.store = PaneStore(keys, self.plan, size, slide, window.offset_ms, lateness)
+        elif isinstance(window, Session):
+            if window.gap_ms <= 0:
+                raise ValueError(f"{where}: session gap must be > 0, got {window.gap_ms}")
+            self.store = SessionStore(keys, self.plan, window.gap_ms, lateness)
+        else:
+            raise ValueError(f"{where}: needs a Tumbling, Sliding or Session window, "
+                             f"got {window!r}")
+        self.keys = keys
+        self.watermark = MIN_WATERMARK
+        self._checked: pa.Schema | None = None
+
+    def open(self, ctx: OperatorContext) -> None:
+        super().open(ctx)
+        self.watermark = max(self.watermark, ctx.watermark)
+
+    def _check(self, schema: pa.Schema) -> None:
+        if schema == self._checked:
+            return
+        missing = [c for c in (*self.keys, *self.plan.input_columns, EVENT_TIME)
+                   if c not in schema.names]
+        if missing:
+            raise ValueError(f"step {self.step.step_id!r}: batch lacks column(s) {missing}; "
+                             f"it has {schema.names}")
+        t = schema.field(EVENT_TIME).type
+        if not (pa.types.is_integer(t) or pa.types.is_timestamp(t)):
+            raise ValueError(f"step {self.step.step_id!r}: {EVENT_TIME} must be int64 ms, got {t}")
+        self._checked = schema
+
+    def on_batch(self, batch: pa.RecordBatch, input_index: int) -> None:
+        if batch.num_rows == 0:
+            return
+        self._check(batch.schema)
+        col = batch.column(EVENT_TIME)
+        if col.null_count:
+            raise ValueError(f"step {self.step.step_id!r}: {col.null_count} rows have a null "
+                             f"{EVENT_TIME}; assign event times before the window")
+        table = pa.Table.from_batches([batch])
+        if col.type != pa.int64():
+            col = col.cast(pa.int64())
+            table = table.set_column(table.schema.get_field_index(EVENT_TIME), EVENT_TIME, col)
+        late, outside = self.store.add(table, col.to_numpy(), self.watermark,
+                                       self.ctx.max_parallelism)
+        if late.any():
+            self.ctx.emit(batch.filter(pa.array(late)), LATE)
+            self.ctx.counters["late"] += int(late.sum())
+        if outside.any():
+            self.ctx.counters["outside_windows"] += int(outside.sum())
+
+    def on_watermark(self, watermark: int) -> None:
+        new = max(watermark, self.watermark)
+        fired = self.store.fire(self.watermark, new)
+        self.watermark = new
+        if fired is not None and fired.num_rows:
+            self.ctx.emit(self._output(fired))
+
+    def on_end(self) -> None:
+        if self.watermark < MAX_WATERMARK:
+            self.on_watermark(MAX_WATERMARK)
+
+    def _output(self, merged: pa.Table) -> pa.RecordBatch:
+        """Final rows, in window-end order: keys, window_start/end, aggregations, ``_ts``."""
+        we = merged.column("_we").to_numpy()
+        if len(we) > 1 and not (we[1:] >= we[:-1]).all():
+            order = np.argsort(we, kind="stable")
+            merged, we = merged.take(pa.array(order)), we[order]
+        ms = pa.timestamp("ms")
+        columns = {k: merged.column(k) for k in self.keys}
+        columns["window_start"] = merged.column("_ws").cast(ms)
+        columns["window_end"] = merged.column("_we").cast(ms)
+        columns.update(self.plan.finalize(merged))
+        columns[EVENT_TIME] = pa.array(we - 1)
+        return pa.table(columns).combine_chunks().to_batches()[0]
+
+    # --- state ----------------------------------------------------------------------
+
+    def snapshot_state(self, key_groups: Iterable[int] | None = None) -> pa.Table:
+        """The operator's state as one Arrow table, optionally only some key groups.
+
+        Rows are partial aggregates with their key group in ``_kg``; the watermark rides in
+        the schema metadata. Feed it to :meth:`restore_state` of a fresh operator.
+
+        >>> import pyarrow as pa
+        >>> from rheostat.plan.logical import Agg, Tumbling, WindowAggregateStep
+        >>> from rheostat.runtime.operator import OperatorContext
+        >>> step = WindowAggregateStep("w", (), keys=("k",), window=Tumbling(10),
+        ...                            aggs=(("n", Agg("count")),))
+        >>> op = WindowAggregate(step)
+        >>> op.open(OperatorContext.for_test(step, print))
+        >>> op.on_batch(pa.record_batch({"k": [1, 2], "_ts": [1, 4]}), 0)
+        >>> op.snapshot_state().select(["k", "_kg", "_pane", "_a0_n"]).num_rows
+        2
+        """
+        table = self.store.snapshot()
+        if table is None:
+            table = pa.table({"_kg": pa.array([], pa.int64())})
+        elif key_groups is not None:
+            wanted = pa.array(sorted(set(key_groups)), pa.int64())
+            table = table.filter(pc.is_in(table.column("_kg"), value_set=wanted))
+        return table.replace_schema_metadata({_WATERMARK_KEY: str(self.watermark).encode()})
+
+    def restore_state(self, table: pa.Table) -> None:
+        """Add state taken by :meth:`snapshot_state` (all of it, or moved key groups)."""
+        meta = table.schema.metadata or {}
+        if _WATERMARK_KEY in meta:
+            self.watermark = max(self.watermark, int(meta[_WATERMARK_KEY]))
+        if table.num_rows:
+            self.store.restore(table.replace_schema_metadata(None))
