@@ -13,7 +13,9 @@ from __future__ import annotations
 DEFAULT_MAX_PARALLELISM = 4096
 
 
-def default_owners(parallelism: int, max_parallelism: int = DEFAULT_MAX_PARALLELISM) -> tuple[int, ...]:
+def default_owners(
+    parallelism: int, max_parallelism: int = DEFAULT_MAX_PARALLELISM
+) -> tuple[int, ...]:
     """Key group ``g`` belongs to task ``g * parallelism // max_parallelism``."""
     if not 1 <= parallelism <= max_parallelism:
         raise ValueError(f"parallelism must be in 1..{max_parallelism}, got {parallelism}")

@@ -57,7 +57,7 @@ class Input:
 
 @dataclass(frozen=True)
 class Step:
-    """Base of every logical step. ``step_id`` keys the step's state, metrics and reconfiguration."""
+    """Base of every logical step; ``step_id`` keys its state, metrics and reconfiguration."""
 
     step_id: str
     inputs: tuple[Input, ...]

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -108,7 +107,9 @@ def hash_columns(batch: pa.RecordBatch | pa.Table, keys: Sequence[str]) -> np.nd
     return h
 
 
-def key_groups(batch: pa.RecordBatch | pa.Table, keys: Sequence[str], max_parallelism: int) -> np.ndarray:
+def key_groups(
+    batch: pa.RecordBatch | pa.Table, keys: Sequence[str], max_parallelism: int
+) -> np.ndarray:
     """The key group (0 .. max_parallelism-1) of every row, as an int64 array."""
     if batch.num_rows == 0:
         return np.zeros(0, dtype=np.int64)

@@ -99,13 +99,13 @@ class Identity(Operator):
 
 OPERATORS: dict[str, type[Operator]] = {"union": Identity}
 
-O = TypeVar("O", bound=type[Operator])
+OperatorClass = TypeVar("OperatorClass", bound=type[Operator])
 
 
-def register(kind: str) -> Callable[[O], O]:
+def register(kind: str) -> Callable[[OperatorClass], OperatorClass]:
     """Class decorator: the operator that runs steps of ``kind``."""
 
-    def deco(cls: O) -> O:
+    def deco(cls: OperatorClass) -> OperatorClass:
         OPERATORS[kind] = cls
         return cls
 

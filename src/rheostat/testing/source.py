@@ -30,7 +30,9 @@ class _RowsReader(SourceReader):
 
 
 class RowsSource(Source):
-    def __init__(self, data: Sequence[dict[str, Any]] | pa.Table, batch_size: int, splits: int | None) -> None:
+    def __init__(
+        self, data: Sequence[dict[str, Any]] | pa.Table, batch_size: int, splits: int | None
+    ) -> None:
         self.table = data if isinstance(data, pa.Table) else pa.Table.from_pylist(list(data))
         self.batch_size = batch_size
         self.n_splits = splits
@@ -44,7 +46,9 @@ class RowsSource(Source):
         rows = self.table.num_rows
         return [(i * rows // n, (i + 1) * rows // n) for i in range(n)]
 
-    def open(self, split: tuple[int, int], position: Any = None, batch_size: int = 0) -> _RowsReader:
+    def open(
+        self, split: tuple[int, int], position: Any = None, batch_size: int = 0
+    ) -> _RowsReader:
         start, stop = split
         part = self.table.slice(start, stop - start)
         batches = [b for b in part.to_batches(max_chunksize=self.batch_size) if b.num_rows]

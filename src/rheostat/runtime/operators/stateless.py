@@ -87,7 +87,7 @@ class MapOperator(Operator):
     def _call(self, fn: Callable[[Any], Any], row: dict) -> Any:
         try:
             return fn(row)
-        except Exception as exc:  # noqa: BLE001 - user code: any error follows the policy
+        except Exception as exc:
             self._fail(row, exc)
             return _FAILED
 
@@ -129,7 +129,7 @@ class MapOperator(Operator):
             return self._apply_batch(batch)
         except UserFunctionError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if self.step.on_error == "fail":
                 raise UserFunctionError(
                     self.step.step_id, describe_batch(batch), exc, traceback.format_exc()
@@ -140,7 +140,7 @@ class MapOperator(Operator):
             one = batch.slice(i, 1)
             try:
                 res = self._apply_batch(one)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._fail(drop_event_time(one).to_pylist()[0], exc)
                 continue
             if res is not None and res.num_rows:
