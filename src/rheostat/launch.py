@@ -15,11 +15,13 @@ import os
 from typing import Literal
 
 from rheostat.api.checks import check_serialisable
+from rheostat.api.durations import to_ms
 from rheostat.api.flow import Flow
-from rheostat.backends.base import Backend, RunConfig
-from rheostat.control.controller import Controller, JobResult, ProgressCallback
+from rheostat.backends.base import Backend, RestoreFrom, RunConfig
+from rheostat.control.controller import Controller, JobResult, ProgressCallback, RestartPolicy
 from rheostat.plan.keygroups import DEFAULT_MAX_PARALLELISM
 from rheostat.plan.physical import lower
+from rheostat.runtime.checkpoint import CheckpointStore
 
 BackendName = Literal["local", "inline", "ray"]
 
@@ -33,12 +35,23 @@ def run(
     max_parallelism: int = DEFAULT_MAX_PARALLELISM,
     channel_capacity_bytes: int = 8 << 20,
     progress: bool | ProgressCallback = False,
+    checkpoint_interval: str | float | None = None,
+    checkpoint_dir: str | None = None,
+    keep_checkpoints: int = 3,
+    restart: RestartPolicy | None = None,
+    resume: bool = False,
 ) -> JobResult:
     """Run ``flow`` to completion (or until Ctrl-C) and return its result.
 
     ``backend="local"`` runs worker processes on this machine (``workers`` of them, by
     default one per core, at most ``parallelism``); ``"inline"`` runs every task in this
     process in a fixed order (deterministic, for tests and debugging).
+
+    ``checkpoint_interval`` (e.g. ``"1s"``) turns on aligned checkpoints, kept in
+    ``checkpoint_dir`` (a directory or fsspec URL; default ``.rheostat/checkpoints/<flow>``).
+    A failed task or worker then restarts the job from the latest complete checkpoint
+    (``restart``: 3 attempts by default). ``resume=True`` starts from the latest
+    checkpoint in ``checkpoint_dir`` (a stopped or crashed earlier run).
     """
     flow.validate()
     check_serialisable(flow.steps)
@@ -47,7 +60,23 @@ def run(
         backend_obj, n_workers = _make_backend(backend, parallelism, workers)
     else:
         backend_obj, n_workers = backend, workers or 1
-    config = RunConfig(workers=n_workers, channel_capacity_bytes=channel_capacity_bytes)
+    store = None
+    interval_s = None
+    if checkpoint_interval is not None or resume:
+        interval_s = to_ms(checkpoint_interval or "1s", "checkpoint_interval") / 1000
+        store = CheckpointStore(
+            checkpoint_dir or os.path.join(".rheostat", "checkpoints", flow.name),
+            keep=keep_checkpoints,
+        )
+        if restart is None:
+            restart = RestartPolicy()
+    restore_from = None
+    if resume and store is not None:
+        point = store.latest()
+        if point is not None:
+            restore_from = RestoreFrom(point, point.job["parallelism"])
+    config = RunConfig(workers=n_workers, channel_capacity_bytes=channel_capacity_bytes,
+                       store=store)
     callback: ProgressCallback | None
     if progress is True:
         from rheostat.observe.progress import TerminalProgress
@@ -55,7 +84,8 @@ def run(
         callback = TerminalProgress()
     else:
         callback = progress or None
-    return Controller(plan, backend_obj, config, callback).run()
+    return Controller(plan, backend_obj, config, callback, interval_s, restart,
+                      restore_from).run()
 
 
 def _make_backend(

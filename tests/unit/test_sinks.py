@@ -13,10 +13,12 @@ import pytest
 
 from rheostat import sinks, sources
 from rheostat.runtime.io import SinkContext
+from rheostat.runtime.messages import FINAL_CHECKPOINT
 
 
 def ctx(task: int = 0, parallelism: int = 1, sent: list | None = None) -> SinkContext:
-    return SinkContext("out", task, parallelism, (sent if sent is not None else []).append)
+    out = sent if sent is not None else []
+    return SinkContext("out", task, parallelism, lambda batch, key=None: out.append(batch))
 
 
 def batches(rows: int, size: int, start: int = 0) -> list[pa.RecordBatch]:
@@ -39,6 +41,7 @@ def run(sink, parts: list[list[pa.RecordBatch]]) -> list:
         writer = pickle.loads(pickle.dumps(sink)).open(ctx(task, len(parts), sent))
         for batch in part:
             writer.write(batch)
+        writer.commit(FINAL_CHECKPOINT, writer.prepare(FINAL_CHECKPOINT))
         writer.close()
     for batch in sent:
         sink.on_driver_data(batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -21,6 +22,22 @@ class RunConfig:
     workers: int = 1
     channel_capacity_bytes: int = 8 << 20
     metrics_interval_s: float = 0.5
+    #: Where task snapshots go (a CheckpointStore); None: the job takes no checkpoints.
+    store: Any = None
+
+    @property
+    def checkpointing(self) -> bool:
+        return self.store is not None
+
+
+@dataclass(frozen=True)
+class RestoreFrom:
+    """Start the tasks from a verified checkpoint."""
+
+    #: The store's RestorePoint: picklable; hands out verified part bytes by name.
+    point: Any
+    #: The parallelism of each chain when the checkpoint was taken.
+    parallelism: dict[str, int]
 
 
 # --- events: worker -> controller ---------------------------------------------------
@@ -53,9 +70,31 @@ class MetricsReport:
 class SinkData:
     step_id: str
     batch: pa.RecordBatch
+    #: A committed transaction's key: the driver delivers each key once. None: always.
+    key: Any = None
 
 
-Event = TaskFinished | TaskFailed | WorkerDied | MetricsReport | SinkData
+@dataclass(frozen=True)
+class CheckpointAck:
+    """A task's part of a checkpoint: parts it wrote to the store, or small ones inline."""
+
+    task_id: str
+    checkpoint_id: int
+    parts: tuple[Any, ...] = ()  # PartInfo of parts already in the store
+    inline: dict[str, bytes] = field(default_factory=dict)  # parts for the controller to write
+
+
+@dataclass(frozen=True)
+class CheckpointFailed:
+    task_id: str
+    checkpoint_id: int
+    reason: str
+
+
+Event = (
+    TaskFinished | TaskFailed | WorkerDied | MetricsReport | SinkData | CheckpointAck
+    | CheckpointFailed
+)
 
 
 # --- commands: controller -> worker -------------------------------------------------
@@ -66,13 +105,31 @@ class StopWorker:
     """Stop hosting tasks and exit."""
 
 
-Command = StopWorker
+@dataclass(frozen=True)
+class TriggerCheckpoint:
+    """Source tasks: snapshot and inject the barrier of ``checkpoint_id``."""
+
+    checkpoint_id: int
+
+
+@dataclass(frozen=True)
+class CompleteCheckpoint:
+    """Every task: ``checkpoint_id`` is durable (sinks commit)."""
+
+    checkpoint_id: int
+
+
+Command = StopWorker | TriggerCheckpoint | CompleteCheckpoint
 
 
 class Backend(ABC):
     @abstractmethod
-    def start(self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig) -> None:
-        """Start ``config.workers`` workers; task ``t`` runs on worker ``placement[t]``."""
+    def start(
+        self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig,
+        restore: RestoreFrom | None = None,
+    ) -> None:
+        """Start ``config.workers`` workers; task ``t`` runs on worker ``placement[t]``,
+        from the state in ``restore`` when given."""
 
     @abstractmethod
     def send(self, worker: int, command: Command) -> None: ...
@@ -82,5 +139,6 @@ class Backend(ABC):
         """Events since the last call; waits up to ``timeout`` seconds for the first."""
 
     @abstractmethod
-    def stop(self) -> None:
-        """Stop every worker (idempotent); no process is left behind."""
+    def stop(self) -> list[Event]:
+        """Stop every worker (idempotent); no process is left behind. Returns the events
+        the workers sent while stopping (sinks committing their last transaction)."""

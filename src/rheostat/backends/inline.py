@@ -6,22 +6,30 @@ Meant for tests and debugging: the same inputs give the same interleaving every 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pyarrow as pa
 
 from rheostat.backends.base import (
     Backend,
+    CheckpointAck,
+    CheckpointFailed,
     Command,
+    CompleteCheckpoint,
     Event,
     MetricsReport,
+    RestoreFrom,
     RunConfig,
     SinkData,
     TaskFailed,
     TaskFinished,
+    TriggerCheckpoint,
 )
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.runtime.channels import LocalChannel
 from rheostat.runtime.host import TaskCrashed, TaskHost
+from rheostat.runtime.messages import FINAL_CHECKPOINT
+from rheostat.runtime.snapshots import build_restores, encode_snapshot, write_parts
 
 
 class InlineBackend(Backend):
@@ -31,20 +39,36 @@ class InlineBackend(Backend):
         self._pending: list[Event] = []
         self._last_metrics = 0.0
 
-    def start(self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig) -> None:
+    def start(
+        self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig,
+        restore: RestoreFrom | None = None,
+    ) -> None:
         self.config = config
+        self._pending = []
         capacity = config.channel_capacity_bytes
         channels = {c.channel_id: LocalChannel(capacity) for c in plan.channels}
+        restores = None
+        if restore is not None:
+            restores = build_restores(plan, plan.task_ids, restore.point, restore.parallelism)
         self._host = TaskHost(
             plan, plan.task_ids, channels, channels, self._to_driver,  # type: ignore[arg-type]
-            isolate_tasks=True,
+            restores, config.checkpointing, isolate_tasks=True,
         )
 
-    def _to_driver(self, step_id: str, batch: pa.RecordBatch) -> None:
-        self._pending.append(SinkData(step_id, batch))
+    def _to_driver(self, step_id: str, batch: pa.RecordBatch, key: Any = None) -> None:
+        self._pending.append(SinkData(step_id, batch, key))
 
     def send(self, worker: int, command: Command) -> None:
-        pass  # StopWorker: the controller stops polling; nothing runs in between
+        if self._host is None:
+            return
+        try:
+            if isinstance(command, TriggerCheckpoint):
+                self._host.trigger_checkpoint(command.checkpoint_id)
+            elif isinstance(command, CompleteCheckpoint):
+                self._host.checkpoint_complete(command.checkpoint_id)
+        except TaskCrashed as crash:
+            self._pending.append(TaskFailed(crash.task_id, crash.error))
+        # StopWorker: the controller stops polling; nothing runs in between
 
     def events(self, timeout: float) -> list[Event]:
         host = self._host
@@ -58,6 +82,17 @@ class InlineBackend(Backend):
                     time.sleep(0.0005)  # only rate-limited sources leave nothing to do
         except TaskCrashed as crash:
             self._pending.append(TaskFailed(crash.task_id, crash.error))
+        for snap in host.drain_snapshots():
+            blobs = encode_snapshot(snap)
+            if snap.checkpoint_id == FINAL_CHECKPOINT:
+                self._pending.append(CheckpointAck(snap.task_id, snap.checkpoint_id, (), blobs))
+                continue
+            try:
+                parts = write_parts(self.config.store, snap.checkpoint_id, blobs)
+            except Exception as exc:  # a failing store fails this checkpoint, not the job
+                self._pending.append(CheckpointFailed(snap.task_id, snap.checkpoint_id, str(exc)))
+            else:
+                self._pending.append(CheckpointAck(snap.task_id, snap.checkpoint_id, parts))
         events, self._pending = self._pending, []
         finished = host.newly_finished()
         now = time.monotonic()
@@ -66,5 +101,7 @@ class InlineBackend(Backend):
             events.append(MetricsReport(0, host.metrics()))  # final figures before "finished"
         return events + [TaskFinished(t) for t in finished]
 
-    def stop(self) -> None:
+    def stop(self) -> list[Event]:
         self._host = None
+        events, self._pending = self._pending, []
+        return events

@@ -2,8 +2,10 @@
 
 >>> from rheostat.runtime.io import SinkContext
 >>> sink = collect()
->>> writer = sink.open(SinkContext("out", 0, 1, sink.on_driver_data))  # as the runtime does
->>> writer.write(pa.record_batch({"x": [1, 2]})); writer.close()
+>>> deliver = lambda batch, key=None: sink.on_driver_data(batch)
+>>> writer = sink.open(SinkContext("out", 0, 1, deliver))  # as the runtime does:
+>>> writer.write(pa.record_batch({"x": [1, 2]}))
+>>> writer.commit(1, writer.prepare(1))  # rows are staged until their checkpoint commits
 >>> sink.to_pylist()
 [{'x': 1}, {'x': 2}]
 """
@@ -115,7 +117,12 @@ def stdout(limit: int | None = None) -> StdoutSink:
 
 
 class NullSink(Sink):
-    """Discards rows; in the driver, ``rows`` and ``batches`` count what the tasks discarded."""
+    """Discards rows; in the driver, ``rows`` and ``batches`` count what the tasks discarded.
+
+    The counts are exactly-once: they are reported with checkpoints and commit with them.
+    """
+
+    exactly_once = True
 
     def __init__(self) -> None:
         self.rows = 0
@@ -143,8 +150,14 @@ class _NullWriter(SinkWriter):
         self.rows += batch.num_rows
         self.batches += 1
 
-    def close(self) -> None:
-        self._ctx.send_to_driver(pa.record_batch({"rows": [self.rows], "batches": [self.batches]}))
+    def prepare(self, checkpoint_id: int) -> tuple[Any, int, int]:
+        counts = ((self._ctx.step_id, self._ctx.task_index, checkpoint_id), self.rows, self.batches)
+        self.rows = self.batches = 0
+        return counts
+
+    def commit(self, checkpoint_id: int, transaction: tuple[Any, int, int]) -> None:
+        key, rows, batches = transaction
+        self._ctx.send_to_driver(pa.record_batch({"rows": [rows], "batches": [batches]}), key)
 
 
 def null() -> NullSink:
@@ -163,8 +176,12 @@ class CollectSink(Sink):
     """Collects every row in the driver process; read it with ``table()``, ``to_pylist()``...
 
     Only the driver's instance accumulates: the copies pickled to workers carry no rows.
-    Rows from several sink tasks arrive in no particular order.
+    Rows from several sink tasks arrive in no particular order. Exactly-once: a task stages
+    its rows until their checkpoint completes (the staged rows are part of the checkpoint),
+    and the driver takes each committed transaction once.
     """
+
+    exactly_once = True
 
     def __init__(self) -> None:
         self._batches: list[pa.RecordBatch] = []
@@ -224,13 +241,25 @@ class CollectSink(Sink):
 
 class _CollectWriter(SinkWriter):
     def __init__(self, ctx: SinkContext) -> None:
-        self._send = ctx.send_to_driver
-        self._sent_schema = False
+        self._ctx = ctx
+        self._staged: list[pa.RecordBatch] = []
+        self._schema_sent = False
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows or not self._sent_schema:  # one empty batch tells the schema
-            self._send(batch)
-            self._sent_schema = True
+        if batch.num_rows:
+            self._staged.append(batch)
+        elif not self._schema_sent:  # one empty batch tells the driver the schema
+            self._ctx.send_to_driver(batch)
+            self._schema_sent = True
+
+    def prepare(self, checkpoint_id: int) -> tuple[Any, list[pa.RecordBatch]]:
+        staged, self._staged = self._staged, []
+        return (self._ctx.step_id, self._ctx.task_index, checkpoint_id), staged
+
+    def commit(self, checkpoint_id: int, transaction: tuple[Any, list[pa.RecordBatch]]) -> None:
+        key, batches = transaction
+        for i, batch in enumerate(batches):
+            self._ctx.send_to_driver(batch, (*key, i))
 
 
 def collect() -> CollectSink:

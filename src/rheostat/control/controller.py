@@ -1,20 +1,46 @@
 """The controller: owns the physical plan, drives the job through a backend.
 
-It feeds the backend's events to the job state machine, carries out the commands that
-come back, hands sink data to the driver-side sinks, and reports progress.
+It feeds the backend's events to the job state machine and the checkpoint coordinator,
+carries out the commands that come back (triggers, manifest commits, restarts), hands
+sink data to the driver-side sinks — each committed transaction once — and reports
+progress.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from rheostat.backends.base import Backend, RunConfig, SinkData, StopWorker
-from rheostat.control.job import JobStateMachine
+from rheostat.backends.base import (
+    Backend,
+    CheckpointAck,
+    CheckpointFailed,
+    CompleteCheckpoint,
+    Event,
+    RestoreFrom,
+    RunConfig,
+    SinkData,
+    TriggerCheckpoint,
+)
+from rheostat.control.checkpoints import CheckpointCoordinator, Completed
+from rheostat.control.job import JobStateMachine, Restart
 from rheostat.plan.physical import PhysicalPlan, assign_workers
 from rheostat.runtime.errors import JobFailed
+from rheostat.runtime.messages import FINAL_CHECKPOINT
 from rheostat.runtime.task import TaskMetrics
+
+log = logging.getLogger("rheostat.controller")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How often a failed job is restarted from its latest checkpoint, and how soon."""
+
+    attempts: int = 3
+    backoff_s: float = 0.5
 
 
 @dataclass
@@ -26,6 +52,8 @@ class JobResult:
     elapsed_s: float
     plan: PhysicalPlan
     metrics: dict[str, TaskMetrics] = field(default_factory=dict)
+    checkpoints: list[int] = field(default_factory=list)
+    restarts: int = 0
 
     def counters(self) -> dict[str, int]:
         """Counters summed over tasks (``late``, ``skipped``, ``late_unconsumed``...)."""
@@ -43,6 +71,16 @@ class JobResult:
 ProgressCallback = Callable[[PhysicalPlan, dict[str, TaskMetrics], float], None]
 
 
+def plan_metadata(plan: PhysicalPlan) -> dict[str, Any]:
+    """What a manifest records about the job, to restore it and to check compatibility."""
+    return {
+        "flow": plan.flow_name,
+        "steps": list(plan.order),
+        "parallelism": {c.chain_id: c.parallelism for c in plan.chains},
+        "max_parallelism": plan.max_parallelism,
+    }
+
+
 class Controller:
     def __init__(
         self,
@@ -50,33 +88,43 @@ class Controller:
         backend: Backend,
         config: RunConfig,
         on_progress: ProgressCallback | None = None,
+        checkpoint_interval_s: float | None = None,
+        restart: RestartPolicy | None = None,
+        restore: RestoreFrom | None = None,
     ) -> None:
         self.plan = plan
         self.backend = backend
         self.config = config
         self.on_progress = on_progress
-        self.job = JobStateMachine(plan.task_ids, config.workers)
+        self.restart_policy = restart or RestartPolicy(attempts=0)
+        self.restore = restore
+        self.job = JobStateMachine(plan.task_ids, config.workers, self.restart_policy.attempts)
+        self.checkpoints = (
+            CheckpointCoordinator(plan.task_ids, checkpoint_interval_s or 1.0,
+                                  config.store.next_checkpoint_id())
+            if config.store is not None else None
+        )
+        self._delivered: set[Any] = set()  # keys of committed sink transactions
 
     def run(self) -> JobResult:
         placement = assign_workers(self.plan, self.config.workers)
         started = time.monotonic()
         last_progress = started
-        self.backend.start(self.plan, placement, self.config)
+        self.backend.start(self.plan, placement, self.config, self.restore)
         try:
             while not self.job.is_final:
-                for event in self.backend.events(timeout=0.1):
-                    if isinstance(event, SinkData):
-                        self.plan.steps[event.step_id].sink.on_driver_data(event.batch)  # type: ignore[attr-defined]
-                    self._execute(self.job.handle(event))
+                self._handle(self.backend.events(timeout=0.05))
+                if self.job.state == "running":
+                    self._maybe_trigger()
                 now = time.monotonic()
                 if self.on_progress and now - last_progress >= self.config.metrics_interval_s:
                     last_progress = now
                     self.on_progress(self.plan, self.job.metrics, now - started)
         except KeyboardInterrupt:
-            self._execute(self.job.cancel())
+            self._send_all(self.job.cancel())
             raise
         finally:
-            self.backend.stop()
+            self._deliver(self.backend.stop())
         elapsed = time.monotonic() - started
         if self.on_progress:
             self.on_progress(self.plan, self.job.metrics, elapsed)
@@ -85,10 +133,113 @@ class Controller:
             raise JobFailed(
                 f"job {self.plan.flow_name!r} failed{where}: {self.job.error}"
             ) from self.job.error
-        return JobResult(self.plan.flow_name, self.job.state, elapsed, self.plan, self.job.metrics)
+        return JobResult(
+            self.plan.flow_name, self.job.state, elapsed, self.plan, self.job.metrics,
+            list(self.checkpoints.completed) if self.checkpoints else [], self.job.restarts,
+        )
+
+    # --- events -----------------------------------------------------------------------
+
+    def _handle(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if isinstance(event, SinkData):
+                self._deliver([event])
+            elif isinstance(event, CheckpointAck):
+                if self.checkpoints is not None and self.job.state == "running":
+                    done = self.checkpoints.on_ack(
+                        event.task_id, event.checkpoint_id, event.parts, event.inline
+                    )
+                    if done is not None:
+                        self._commit(done)
+            elif isinstance(event, CheckpointFailed):
+                self._checkpoint_failed(event.checkpoint_id, event.reason)
+            was = self.job.state
+            commands = self.job.handle(event)
+            if was == "running" and self.job.state == "finished" and self.checkpoints:
+                self._commit(self.checkpoints.final())  # sinks commit before the stop
+            self._execute(commands)
+
+    def _deliver(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if not isinstance(event, SinkData):
+                continue
+            if event.key is not None:
+                if event.key in self._delivered:
+                    continue  # a transaction committed again after a restore
+                self._delivered.add(event.key)
+            self.plan.steps[event.step_id].sink.on_driver_data(event.batch)  # type: ignore[attr-defined]
 
     def _execute(self, commands: list) -> None:
         for command in commands:
-            if isinstance(command, StopWorker):
-                for worker in range(self.config.workers):
-                    self.backend.send(worker, command)
+            if isinstance(command, Restart):
+                self._restart(command)
+            else:
+                self._send_all([command])
+
+    def _send_all(self, commands: list) -> None:
+        for command in commands:
+            for worker in range(self.config.workers):
+                self.backend.send(worker, command)
+
+    # --- checkpoints ------------------------------------------------------------------
+
+    def _maybe_trigger(self) -> None:
+        assert self.job.state == "running"
+        if self.checkpoints is None:
+            return
+        now = time.monotonic()
+        stale = self.checkpoints.timed_out(now)
+        if stale is not None:
+            self._checkpoint_failed(stale, "timed out")
+        checkpoint_id = self.checkpoints.due(now)
+        if checkpoint_id is not None:
+            self._send_all([TriggerCheckpoint(checkpoint_id)])
+
+    def _commit(self, done: Completed) -> None:
+        store = self.config.store
+        try:
+            parts = list(done.parts) + [
+                store.write_part(done.checkpoint_id, name, blob)
+                for name, blob in done.inline.items()
+            ]
+            store.commit(done.checkpoint_id, parts, plan_metadata(self.plan))
+        except Exception as exc:  # _checkpoint_failed aborts it: no manifest, no checkpoint
+            self._checkpoint_failed(done.checkpoint_id, f"{type(exc).__name__}: {exc}")
+            return
+        log.info("checkpoint %d complete", done.checkpoint_id)
+        notify = FINAL_CHECKPOINT if done.final else done.checkpoint_id
+        self._send_all([CompleteCheckpoint(notify)])
+
+    def _checkpoint_failed(self, checkpoint_id: int, reason: str) -> None:
+        assert self.checkpoints is not None
+        log.warning("checkpoint %d failed: %s", checkpoint_id, reason)
+        self.config.store.abort(checkpoint_id)
+        if self.checkpoints.failed():
+            self._send_all(self.job.fail(RuntimeError(
+                f"{self.checkpoints.consecutive_failures} checkpoints failed in a row, more "
+                f"than tolerated (last: {checkpoint_id}: {reason})"
+            )))
+
+    # --- recovery ---------------------------------------------------------------------
+
+    def _restart(self, command: Restart) -> None:
+        log.warning("restarting job %r (attempt %d): %s", self.plan.flow_name,
+                    command.attempt, command.reason)
+        kill = getattr(self.backend, "kill", None)
+        if kill is not None:
+            kill()
+        self._deliver(self.backend.stop())
+        restore = None
+        if self.checkpoints is not None:
+            in_flight = self.checkpoints.abort()
+            if in_flight is not None:
+                self.config.store.abort(in_flight)
+            self.checkpoints.restart(self.plan.task_ids)
+            point = self.config.store.latest()
+            if point is not None:
+                restore = RestoreFrom(point, point.job["parallelism"])
+        time.sleep(self.restart_policy.backoff_s)
+        placement = assign_workers(self.plan, self.config.workers)
+        self.backend.start(self.plan, placement, self.config, restore)
+        self.job.restarted()
+

@@ -25,26 +25,41 @@ from rheostat.backends.base import (
 )
 from rheostat.runtime.task import TaskMetrics
 
-# Legal transitions: running -> finished | failed | cancelled; the last three are final.
+# Legal transitions; finished, failed and cancelled are final.
 TRANSITIONS = {
-    "running": {"finished", "failed", "cancelled"},
+    "running": {"finished", "failed", "cancelled", "restarting"},
+    "restarting": {"running", "failed", "cancelled"},
     "finished": set(),
     "failed": set(),
     "cancelled": set(),
 }
 
 
+@dataclass(frozen=True)
+class Restart:
+    """Command: restore the latest checkpoint and start the tasks again."""
+
+    attempt: int
+    reason: str
+
+
+JobCommand = Command | Restart
+
+
 @dataclass
 class JobStateMachine:
     task_ids: list[str]
     workers: int
+    #: How many times a failed job is restarted before it fails for good.
+    restart_attempts: int = 0
     state: str = "running"
+    restarts: int = 0
     finished_tasks: set[str] = field(default_factory=set)
     metrics: dict[str, TaskMetrics] = field(default_factory=dict)
     error: BaseException | None = None
     failed_task: str | None = None
 
-    def _to(self, state: str) -> list[Command]:
+    def _to(self, state: str) -> list[JobCommand]:
         if state not in TRANSITIONS[self.state]:
             raise RuntimeError(f"illegal job transition {self.state} -> {state}")
         self.state = state
@@ -54,27 +69,50 @@ class JobStateMachine:
     def is_final(self) -> bool:
         return not TRANSITIONS[self.state]
 
-    def handle(self, event: Event) -> list[Command]:
+    def handle(self, event: Event) -> list[JobCommand]:
         if isinstance(event, MetricsReport):  # final figures may arrive after the end
             self.metrics.update(event.tasks)
             return []
         if self.is_final:
             return []
-        if isinstance(event, TaskFinished):
+        if isinstance(event, TaskFinished) and self.state == "running":
             self.finished_tasks.add(event.task_id)
             if self.finished_tasks >= set(self.task_ids):
                 return self._to("finished")
-        elif isinstance(event, TaskFailed):
+        elif isinstance(event, TaskFailed) and self.state == "running":
             self.error, self.failed_task = event.error, event.task_id
-            return self._to("failed")
-        elif isinstance(event, WorkerDied):
+            return self._fail_or_restart()
+        elif isinstance(event, WorkerDied) and self.state == "running":
             self.error = RuntimeError(
                 f"worker {event.worker} died (exit code {event.exitcode}) while the job ran"
             )
-            return self._to("failed")
+            self.failed_task = None
+            return self._fail_or_restart()
         elif isinstance(event, SinkData):
             pass  # delivered by the controller to the driver-side sink
         return []
 
-    def cancel(self) -> list[Command]:
+    def _fail_or_restart(self) -> list[JobCommand]:
+        if self.restarts >= self.restart_attempts:
+            return self._to("failed")
+        self.restarts += 1
+        self.state = "restarting"
+        return [Restart(self.restarts, str(self.error).splitlines()[0])]
+
+    def restarted(self) -> None:
+        """The tasks run again from the restored state."""
+        if self.state != "restarting":
+            raise RuntimeError(f"illegal job transition {self.state} -> running")
+        self.state = "running"
+        self.finished_tasks.clear()
+        self.error = self.failed_task = None
+
+    def fail(self, error: BaseException) -> list[JobCommand]:
+        """Fail the job for a reason of the controller's own (not a task's)."""
+        if self.is_final:
+            return []
+        self.error = error
+        return self._to("failed")
+
+    def cancel(self) -> list[JobCommand]:
         return [] if self.is_final else self._to("cancelled")

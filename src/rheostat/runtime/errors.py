@@ -44,7 +44,7 @@ def describe_record(row: dict[str, Any]) -> str:
 
 
 def describe_batch(batch: pa.RecordBatch) -> str:
-    head = batch.slice(0, 3).to_pylist()
+    head = [{k: v for k, v in row.items() if k != "_ts"} for row in batch.slice(0, 3).to_pylist()]
     return f"a batch of {batch.num_rows} rows (first rows: {json.dumps(head, default=str)[:500]})"
 
 

@@ -66,14 +66,38 @@ class SinkContext:
     step_id: str
     task_index: int
     parallelism: int
-    #: Sends a batch to the driver process (the collecting sink uses it).
-    send_to_driver: Callable[[pa.RecordBatch], None]
+    #: Sends batches to the driver process (the collecting sink uses it). ``key`` names a
+    #: committed transaction: the driver delivers each key once, however often it is sent.
+    send_to_driver: Callable[[list[pa.RecordBatch], Any], None]
 
 
 class SinkWriter(ABC):
+    """Writes one sink task's rows.
+
+    A writer that takes part in checkpoints (its sink sets ``exactly_once = True``) stages
+    what it writes: ``prepare`` closes the current transaction at a checkpoint barrier and
+    returns a small picklable description of it, stored in the checkpoint; ``commit``
+    makes it visible once the checkpoint is complete. After a crash the restored writer
+    gets ``recover`` with the transactions of the restored checkpoint: it commits them
+    again (commits are idempotent) and discards anything else it had staged. Writers that
+    keep the defaults write directly and are at-least-once across failures.
+    """
+
     @abstractmethod
     def write(self, batch: pa.RecordBatch) -> None:
         """Write one batch (without the hidden event-time column)."""
+
+    def prepare(self, checkpoint_id: int) -> Any:
+        """Stage everything written since the last ``prepare``; return its transaction."""
+        return None
+
+    def commit(self, checkpoint_id: int, transaction: Any) -> None:  # noqa: B027
+        """Make a prepared transaction visible. Must be idempotent."""
+
+    def recover(self, transactions: list[tuple[int, Any]]) -> None:
+        """After a restore: commit these (again) and discard any other staged data."""
+        for checkpoint_id, transaction in transactions:
+            self.commit(checkpoint_id, transaction)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and close at end of stream."""
@@ -81,6 +105,9 @@ class SinkWriter(ABC):
 
 class Sink(ABC):
     """A picklable description of where rows go."""
+
+    #: True when the writers stage output and commit it with checkpoints (two phases).
+    exactly_once: bool = False
 
     @abstractmethod
     def open(self, ctx: SinkContext) -> SinkWriter: ...

@@ -1,4 +1,4 @@
-"""What travels on a channel: data batches, watermarks and end of stream.
+"""What travels on a channel: data batches, watermarks, checkpoint barriers, end of stream.
 
 Control messages never overtake data on one channel: a channel is a FIFO of these.
 """
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 MAX_WATERMARK = 2**63 - 1
+#: The id under which tasks snapshot their final state when their input has ended.
+FINAL_CHECKPOINT = 2**62
 MIN_WATERMARK = -(2**63)
 
 
@@ -36,8 +38,16 @@ class Watermark:
 
 
 @dataclass(frozen=True, slots=True)
+class Barrier:
+    """Checkpoint ``checkpoint_id`` starts here: rows before it belong to the checkpoint."""
+
+    checkpoint_id: int
+    nbytes = 16
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfStream:
     nbytes = 8
 
 
-Message = Batch | Watermark | EndOfStream
+Message = Batch | Watermark | Barrier | EndOfStream

@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rheostat.plan.logical import MAIN, Step
 from rheostat.runtime.messages import MIN_WATERMARK
@@ -37,7 +38,9 @@ class OperatorContext:
     key_group_owners: tuple[int, ...] | None
     #: emit(batch, port): hands a batch to whatever consumes that port of this step.
     emit_to: Callable[[pa.RecordBatch, str], None]
-    send_to_driver: Callable[[pa.RecordBatch], None] = lambda batch: None
+    send_to_driver: Callable[..., None] = lambda batch, key=None: None
+    #: Whether the job takes checkpoints (sinks then stage output until they complete).
+    checkpointing: bool = False
     #: The task's current input watermark (the minimum over its inputs).
     watermark: int = MIN_WATERMARK
     #: Named counters shown in metrics and the job summary (``late_dropped``, ``skipped``...).
@@ -90,6 +93,41 @@ class Operator:
 
     def close(self) -> None:
         """Release resources; called once, after ``on_end`` or on failure."""
+
+    # --- checkpoints: operators with state define snapshot_state / restore_state ------
+
+    def checkpoint(self, checkpoint_id: int) -> Any:
+        """This operator's state at a barrier (picklable; None when it has none)."""
+        snapshot = getattr(self, "snapshot_state", None)
+        return snapshot() if snapshot is not None else None
+
+    def restore(self, parts: list[Any]) -> None:
+        """Take back state from ``checkpoint`` results (several when tasks were merged)."""
+        restore_state = getattr(self, "restore_state", None)
+        if restore_state is None:
+            raise ValueError(f"step {self.step.step_id!r} has no state to restore")
+        for part in parts:
+            restore_state(part)
+
+    def checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is durable everywhere (sinks commit here)."""
+
+
+def keep_key_groups(state: Any, owned: set[int]) -> Any:
+    """The part of a per-key-group state that belongs to ``owned`` key groups.
+
+    Keyed operators snapshot either ``{key_group: ...}`` or an Arrow table with a ``_kg``
+    column; both are filtered here, so a task restores only the key groups it now owns.
+
+    >>> keep_key_groups({1: "a", 2: "b"}, {2})
+    {2: 'b'}
+    """
+    if isinstance(state, dict):
+        return {g: v for g, v in state.items() if g in owned}
+    if isinstance(state, pa.Table):
+        kg_type = state.schema.field("_kg").type
+        return state.filter(pc.is_in(state.column("_kg"), pa.array(sorted(owned), kg_type)))
+    raise TypeError(f"cannot split state of type {type(state).__name__} by key group")
 
 
 class Identity(Operator):

@@ -16,12 +16,20 @@ from typing import Any
 
 import pyarrow as pa
 
-from rheostat.plan.logical import SourceStep
+from rheostat.plan.keygroups import groups_of
+from rheostat.plan.logical import STATEFUL_KINDS, SourceStep
 from rheostat.plan.physical import Channel, PhysicalPlan
 from rheostat.runtime.channels import InputEndpoint, Outbox, OutputEndpoint
 from rheostat.runtime.errors import UserFunctionError, describe_batch
-from rheostat.runtime.messages import Batch, EndOfStream, Message, Watermark
-from rheostat.runtime.operator import Operator, OperatorContext, build_operator
+from rheostat.runtime.messages import (
+    FINAL_CHECKPOINT,
+    Barrier,
+    Batch,
+    EndOfStream,
+    Message,
+    Watermark,
+)
+from rheostat.runtime.operator import Operator, OperatorContext, build_operator, keep_key_groups
 from rheostat.runtime.routing import Router, make_router
 from rheostat.runtime.source import SourceDriver
 from rheostat.runtime.watermarks import InputWatermarks
@@ -43,6 +51,26 @@ class TaskMetrics:
 
 
 @dataclass
+class TaskSnapshot:
+    """What a task contributes to checkpoint ``checkpoint_id``."""
+
+    task_id: str
+    checkpoint_id: int
+    states: dict[str, Any]  # step id -> operator state, for operators that have one
+    sources: dict[int, Any] | None  # split -> reader position, for a source task
+    watermark: int | None
+
+
+@dataclass
+class TaskRestore:
+    """What a task starts from after a restore: the states of the step's old tasks."""
+
+    states: dict[str, list[Any]] = field(default_factory=dict)
+    sources: dict[int, Any] | None = None
+    watermark: int | None = None
+
+
+@dataclass
 class _Edge:
     router: Router
     outboxes: dict[int, Outbox]  # downstream task index -> outbox
@@ -61,8 +89,9 @@ class Task:
         task_id: str,
         inputs: dict[int, InputEndpoint],
         outputs: dict[int, OutputEndpoint],
-        send_to_driver: Callable[[str, pa.RecordBatch], None] = lambda step, batch: None,
-        source_positions: dict[int, Any] | None = None,
+        send_to_driver: Callable[..., None] = lambda step, batch, key=None: None,
+        restore: TaskRestore | None = None,
+        checkpointing: bool = False,
     ) -> None:
         chain_id, index = task_id.rsplit("#", 1)
         self.task_id = task_id
@@ -72,7 +101,8 @@ class Task:
         self.finished = False
         head = plan.steps[self.chain.steps[0]]
         self.source = (
-            SourceDriver(head, self.index, self.chain.parallelism, source_positions)
+            SourceDriver(head, self.index, self.chain.parallelism,
+                         restore.sources if restore else None)
             if isinstance(head, SourceStep) else None
         )
         op_steps = self.chain.steps[1:] if self.source else self.chain.steps
@@ -89,6 +119,10 @@ class Task:
         self.input_watermarks = InputWatermarks(len(self.inputs))
         self._ended_inputs: set[int] = set()
         self._turn = 0
+        self.checkpointing = checkpointing
+        self.snapshots: list[TaskSnapshot] = []  # drained by the host
+        self._barrier: int | None = None  # the checkpoint being aligned
+        self._aligned: set[int] = set()  # inputs that delivered its barrier: held back
         for sid, op in self.ops.items():
             op.open(OperatorContext(
                 step=plan.steps[sid],
@@ -97,8 +131,23 @@ class Task:
                 max_parallelism=plan.max_parallelism,
                 key_group_owners=plan.key_group_owners.get(sid),
                 emit_to=self._emitter(sid),
-                send_to_driver=lambda batch, sid=sid: send_to_driver(sid, batch),
+                send_to_driver=lambda batch, key=None, sid=sid: send_to_driver(sid, batch, key),
+                checkpointing=checkpointing,
             ))
+        if restore is not None:
+            self._restore(plan, restore)
+
+    def _restore(self, plan: PhysicalPlan, restore: TaskRestore) -> None:
+        for sid, parts in restore.states.items():
+            owners = plan.key_group_owners.get(sid)
+            if plan.steps[sid].kind in STATEFUL_KINDS and owners is not None:
+                owned = set(groups_of(owners, self.index))
+                parts = [keep_key_groups(p, owned) for p in parts]
+            self._call(self.ops[sid], "restore", parts)
+        if restore.watermark is not None:
+            self.input_watermarks.current = restore.watermark
+            for op in self.ops.values():
+                op.ctx.watermark = restore.watermark
 
     # --- wiring ---------------------------------------------------------------------
 
@@ -174,6 +223,8 @@ class Task:
             self.metrics.backpressure_s += time.perf_counter() - started
         elif self._ended() and not self.finished:
             self.finished = True
+            if self.checkpointing:  # the state to keep once this task is gone
+                self._take_snapshot(FINAL_CHECKPOINT)
             for op in self.ops.values():
                 op.close()
             moved = True
@@ -207,7 +258,7 @@ class Task:
         n = len(self.inputs)
         for k in range(n):
             i = (self._turn + k) % n
-            if i in self._ended_inputs:
+            if i in self._ended_inputs or i in self._aligned:
                 continue
             message = self.inputs[i][0].poll()
             if message is not None:
@@ -238,9 +289,15 @@ class Task:
                 advanced = self.input_watermarks.update(channel, message.value)
             if advanced is not None:
                 self._advance_watermark(advanced)
+        elif isinstance(message, Barrier):
+            assert channel is not None, "sources inject barriers through trigger_checkpoint"
+            self._barrier = message.checkpoint_id
+            self._aligned.add(channel)
+            self._maybe_aligned()
         elif isinstance(message, EndOfStream):
             if channel is not None:
                 self._ended_inputs.add(channel)
+                self._maybe_aligned()
                 advanced = self.input_watermarks.end(channel)
                 if advanced is not None:
                     self._advance_watermark(advanced)
@@ -248,6 +305,47 @@ class Task:
                 for op in self.ops.values():
                     self._call(op, "on_end")
                 self._broadcast(EndOfStream())
+
+    # --- checkpoints ----------------------------------------------------------------
+
+    def trigger_checkpoint(self, checkpoint_id: int) -> None:
+        """At a source task: snapshot now, between batches, and send the barrier on."""
+        if self.source is None or self.finished:
+            return
+        self._take_snapshot(checkpoint_id)
+        self._broadcast(Barrier(checkpoint_id))
+
+    def _maybe_aligned(self) -> None:
+        """Once every live input has delivered the barrier: snapshot, forward, resume."""
+        if self._barrier is None:
+            return
+        if all(i in self._aligned or i in self._ended_inputs for i in range(len(self.inputs))):
+            checkpoint_id, self._barrier = self._barrier, None
+            self._aligned.clear()
+            self._take_snapshot(checkpoint_id)
+            self._broadcast(Barrier(checkpoint_id))
+
+    def _take_snapshot(self, checkpoint_id: int) -> None:
+        states: dict[str, Any] = {}
+        for sid, op in self.ops.items():
+            try:
+                state = op.checkpoint(checkpoint_id)
+            except Exception as exc:
+                raise StepError(
+                    f"step {sid!r} (task {self.task_id}) failed to snapshot its state: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if state is not None:
+                states[sid] = state
+        self.snapshots.append(TaskSnapshot(
+            self.task_id, checkpoint_id, states,
+            self.source.positions() if self.source is not None else None,
+            self.metrics.watermark,
+        ))
+
+    def checkpoint_complete(self, checkpoint_id: int) -> None:
+        for op in self.ops.values():
+            self._call(op, "checkpoint_complete", checkpoint_id)
 
     def _advance_watermark(self, value: int) -> None:
         self.metrics.watermark = value

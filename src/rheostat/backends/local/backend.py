@@ -15,15 +15,19 @@ import pickle
 import socket
 import subprocess
 import sys
+import time
 from multiprocessing.connection import Connection, wait
 
 import cloudpickle
 
 from rheostat.backends.base import (
     Backend,
+    CheckpointAck,
+    CheckpointFailed,
     Command,
     Event,
     MetricsReport,
+    RestoreFrom,
     RunConfig,
     SinkData,
     StopWorker,
@@ -56,7 +60,11 @@ class LocalBackend(Backend):
         self._gone: set[int] = set()
         self._stopping = False
 
-    def start(self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig) -> None:
+    def start(
+        self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig,
+        restore: RestoreFrom | None = None,
+    ) -> None:
+        self._gone, self._stopping = set(), False
         n = config.workers
         peer_socks: list[dict[int, socket.socket]] = [{} for _ in range(n)]
         for a, b in itertools.combinations(range(n), 2):
@@ -67,6 +75,8 @@ class LocalBackend(Backend):
             "capacity": config.channel_capacity_bytes,
             "metrics_interval": config.metrics_interval_s,
             "sys_path": list(sys.path),
+            "store": cloudpickle.dumps(config.store) if config.store is not None else None,
+            "restore": restore,
         })
         for w in range(n):
             parent, child = socket.socketpair()
@@ -91,9 +101,9 @@ class LocalBackend(Backend):
     def send(self, worker: int, command: Command) -> None:
         if isinstance(command, StopWorker):
             self._stopping = True
-            if worker not in self._gone:
-                with contextlib.suppress(OSError):
-                    self._controls[worker].send("stop")
+        if worker not in self._gone:
+            with contextlib.suppress(OSError):
+                self._controls[worker].send(command)
 
     def events(self, timeout: float) -> list[Event]:
         events: list[Event] = []
@@ -123,7 +133,11 @@ class LocalBackend(Backend):
     def _decode(self, w: int, msg: tuple) -> Event | None:
         kind = msg[0]
         if kind == "sink":
-            return SinkData(msg[1], decode_batch(msg[2]))
+            return SinkData(msg[1], decode_batch(msg[2]), msg[3])
+        if kind == "ack":
+            return CheckpointAck(msg[1], msg[2], tuple(msg[3]), msg[4])
+        if kind == "ack_failed":
+            return CheckpointFailed(msg[1], msg[2], msg[3])
         if kind == "metrics":
             return MetricsReport(w, msg[1])
         if kind == "finished":
@@ -135,16 +149,28 @@ class LocalBackend(Backend):
             return TaskFailed(msg[1], error)
         return None  # "bye"
 
-    def stop(self) -> None:
+    def stop(self) -> list[Event]:
         self._stopping = True
         for w in range(len(self._procs)):
             self.send(w, StopWorker())
+        events: list[Event] = []
+        deadline = time.monotonic() + 5
+        while len(self._gone) < len(self._procs) and time.monotonic() < deadline:
+            events += self.events(timeout=0.1)  # until each worker's end-of-file
         for proc in self._procs:
             try:
-                proc.wait(5)
+                proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
         for conn in self._controls:
             conn.close()
         self._procs, self._controls = [], []
+        return events
+
+    def kill(self) -> None:
+        """Kill every worker at once (a restart does not wait for a clean stop)."""
+        for proc in self._procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        self._stopping = True

@@ -16,10 +16,10 @@ from multiprocessing.connection import Connection
 
 import pyarrow as pa
 
-from rheostat.runtime.messages import Batch, EndOfStream, Message, Watermark
+from rheostat.runtime.messages import Barrier, Batch, EndOfStream, Message, Watermark
 
 _HEADER = struct.Struct("<BiQ")
-_BATCH, _WATERMARK, _IDLE, _EOS, _CREDIT = 1, 2, 3, 4, 5
+_BATCH, _WATERMARK, _IDLE, _EOS, _CREDIT, _BARRIER = 1, 2, 3, 4, 5, 6
 _SMALL = 16  # credit charged for a watermark or end-of-stream
 _RETURN_AT = 256 << 10  # return credit once this many bytes were consumed (or the queue empties)
 
@@ -95,6 +95,9 @@ class RemoteOutput:
             self.in_flight += _SMALL
             kind = _IDLE if message.idle else _WATERMARK
             self.link.send(kind, self.channel, message.value & 0xFFFFFFFFFFFFFFFF)
+        elif isinstance(message, Barrier):
+            self.in_flight += _SMALL
+            self.link.send(_BARRIER, self.channel, message.checkpoint_id)
         else:
             self.in_flight += _SMALL
             self.link.send(_EOS, self.channel, 0)
@@ -121,6 +124,8 @@ class RemoteInput:
             self._consumed += _SMALL
             if kind == _EOS:
                 message = EndOfStream()
+            elif kind == _BARRIER:
+                message = Barrier(value)
             else:
                 signed = value - (1 << 64) if value >= 1 << 63 else value
                 message = Watermark(signed, idle=kind == _IDLE)

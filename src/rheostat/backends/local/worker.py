@@ -1,9 +1,10 @@
 """The worker process: hosts its tasks, talks to peers over links, reports to the controller.
 
 Messages to the controller are pickled tuples on the control pipe: ``("finished", task)``,
-``("failed", task, error, traceback)``, ``("metrics", {...})``, ``("sink", step, ipc)``,
-``("bye",)``. The controller sends ``"stop"``. A worker whose control pipe closes (the
-controller died) exits at once, so no process outlives its job.
+``("failed", task, error, traceback)``, ``("metrics", {...})``, ``("sink", step, ipc, key)``,
+``("ack", task, checkpoint, parts, inline)``, ``("ack_failed", task, checkpoint, reason)``,
+``("bye",)``. The controller sends the commands of ``backends.base``. A worker whose
+control pipe closes (the controller died) exits at once, so no process outlives its job.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ import threading
 import time
 import traceback
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
 import cloudpickle
 import pyarrow as pa
 
+from rheostat.backends.base import CompleteCheckpoint, StopWorker, TriggerCheckpoint
 from rheostat.backends.local.links import Link, RemoteInput, RemoteOutput, encode_batch
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.runtime.channels import InputEndpoint, LocalChannel, OutputEndpoint
 from rheostat.runtime.host import TaskCrashed, TaskHost
+from rheostat.runtime.messages import FINAL_CHECKPOINT
+from rheostat.runtime.snapshots import build_restores, encode_snapshot, write_parts
 
 
 def main(argv: list[str]) -> None:
@@ -40,39 +45,119 @@ def main(argv: list[str]) -> None:
     control = Connection(control_fd)
     boot = pickle.loads(control.recv_bytes())
     sys.path[:] = boot["sys_path"]
-    worker_main(worker, boot["plan"], boot["placement"], control, peers,
-                boot["capacity"], boot["metrics_interval"])
+    Worker(worker, control, peers, boot).run()
 
 
-def worker_main(
-    worker: int,
-    plan_blob: bytes,
-    placement: dict[str, int],
-    control: Connection,
-    peers: dict[int, Connection],
-    capacity: int,
-    metrics_interval: float,
-) -> None:
-    wake = threading.Event()
-    commands: deque[Any] = deque()
-    threading.Thread(target=_read_control, args=(control, commands, wake), daemon=True).start()
-    try:
-        plan: PhysicalPlan = cloudpickle.loads(plan_blob)
-        links = {w: Link(conn, wake) for w, conn in peers.items()}
-        inputs, outputs = _endpoints(plan, placement, worker, links, capacity)
-        for link in links.values():
-            link.start()
-        my_tasks = [t for t in plan.task_ids if placement[t] == worker]
+class Worker:
+    """One worker process: its task host, its links, and the checkpoint uploads in flight."""
 
-        def to_driver(step_id: str, batch: pa.RecordBatch) -> None:
-            control.send(("sink", step_id, encode_batch(batch).to_pybytes()))
+    def __init__(
+        self, worker: int, control: Connection, peers: dict[int, Connection], boot: dict[str, Any]
+    ) -> None:
+        self.worker = worker
+        self.control = control
+        self.metrics_interval: float = boot["metrics_interval"]
+        self.store = cloudpickle.loads(boot["store"]) if boot["store"] else None
+        self.wake = threading.Event()
+        self.commands: deque[Any] = deque()
+        self.uploads: list[tuple[Future[tuple[Any, ...]], str, int]] = []
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-upload")
+        threading.Thread(target=_read_control, args=(control, self.commands, self.wake),
+                         daemon=True).start()
+        self.host: TaskHost | None = None
+        try:
+            plan: PhysicalPlan = cloudpickle.loads(boot["plan"])
+            placement: dict[str, int] = boot["placement"]
+            links = {w: Link(conn, self.wake) for w, conn in peers.items()}
+            inputs, outputs = _endpoints(plan, placement, worker, links, boot["capacity"])
+            for link in links.values():
+                link.start()
+            my_tasks = [t for t in plan.task_ids if placement[t] == worker]
+            restore = boot["restore"]
+            restores = None if restore is None else build_restores(
+                plan, my_tasks, restore.point, restore.parallelism
+            )
+            self.host = TaskHost(plan, my_tasks, inputs, outputs, self._to_driver, restores,
+                                 self.store is not None, isolate_tasks=True)
+        except Exception as exc:
+            _report_failure(control, f"worker {worker}", exc)
 
-        host = TaskHost(plan, my_tasks, inputs, outputs, to_driver, isolate_tasks=True)
-    except Exception as exc:
-        _report_failure(control, f"worker {worker}", exc)
-        _wait_for_stop(commands, wake)
-        return
-    _run(host, control, commands, wake, metrics_interval)
+    def _to_driver(self, step_id: str, batch: pa.RecordBatch, key: Any = None) -> None:
+        self.control.send(("sink", step_id, encode_batch(batch).to_pybytes(), key))
+
+    def run(self) -> None:
+        host = self.host
+        last_metrics = time.monotonic()
+        idle_wait = 0.0005
+        crashed = host is None
+        while True:
+            if self._handle_commands():
+                break
+            moved = False
+            if not crashed and host is not None and not host.done:
+                try:
+                    moved = host.run_round()
+                except TaskCrashed as crash:
+                    crashed = True
+                    _report_failure(self.control, crash.task_id, crash.error)
+            if host is None:
+                self.wake.wait(0.1)
+                continue
+            self._ship_snapshots()
+            finished = host.newly_finished()
+            now = time.monotonic()
+            if finished or now - last_metrics >= self.metrics_interval:
+                self.control.send(("metrics", host.metrics()))  # final figures first
+                last_metrics = now
+            for task_id in finished:
+                self.control.send(("finished", task_id))
+            if moved:
+                idle_wait = 0.0005
+            else:
+                self.wake.wait(idle_wait if not self.uploads else 0.001)
+                self.wake.clear()
+                idle_wait = min(idle_wait * 2, 0.05)
+        if host is not None:
+            self.control.send(("metrics", host.metrics()))
+        self.control.send(("bye",))
+
+    def _handle_commands(self) -> bool:
+        """Carry out the controller's commands in order; True on stop."""
+        while self.commands:
+            command = self.commands.popleft()
+            if isinstance(command, StopWorker):
+                return True
+            if self.host is None:
+                continue
+            try:
+                if isinstance(command, TriggerCheckpoint):
+                    self.host.trigger_checkpoint(command.checkpoint_id)
+                elif isinstance(command, CompleteCheckpoint):
+                    self.host.checkpoint_complete(command.checkpoint_id)
+            except TaskCrashed as crash:
+                _report_failure(self.control, crash.task_id, crash.error)
+        return False
+
+    def _ship_snapshots(self) -> None:
+        """Serialise new snapshots here (a copy), upload them in the background, ack when done."""
+        assert self.host is not None
+        for snap in self.host.drain_snapshots():
+            blobs = encode_snapshot(snap)
+            if snap.checkpoint_id == FINAL_CHECKPOINT:
+                self.control.send(("ack", snap.task_id, snap.checkpoint_id, (), blobs))
+            else:
+                future = self.pool.submit(write_parts, self.store, snap.checkpoint_id, blobs)
+                self.uploads.append((future, snap.task_id, snap.checkpoint_id))
+        still = []
+        for future, task_id, checkpoint_id in self.uploads:
+            if not future.done():
+                still.append((future, task_id, checkpoint_id))
+            elif future.exception() is not None:
+                reason = f"{type(future.exception()).__name__}: {future.exception()}"
+                self.control.send(("ack_failed", task_id, checkpoint_id, reason))
+            else:
+                self.control.send(("ack", task_id, checkpoint_id, future.result(), {}))
+        self.uploads = still
 
 
 def _endpoints(
@@ -93,40 +178,6 @@ def _endpoints(
     return inputs, outputs
 
 
-def _run(
-    host: TaskHost, control: Connection, commands: deque[Any], wake: threading.Event,
-    metrics_interval: float,
-) -> None:
-    last_metrics = time.monotonic()
-    idle_wait = 0.0005
-    crashed = False
-    while True:
-        if commands:
-            break  # the only command today is "stop"
-        moved = False
-        if not crashed and not host.done:
-            try:
-                moved = host.run_round()
-            except TaskCrashed as crash:
-                crashed = True
-                _report_failure(control, crash.task_id, crash.error)
-        finished = host.newly_finished()
-        now = time.monotonic()
-        if finished or now - last_metrics >= metrics_interval:
-            control.send(("metrics", host.metrics()))  # before "finished": final figures first
-            last_metrics = now
-        for task_id in finished:
-            control.send(("finished", task_id))
-        if moved:
-            idle_wait = 0.0005
-        else:
-            wake.wait(idle_wait)
-            wake.clear()
-            idle_wait = min(idle_wait * 2, 0.05)
-    control.send(("metrics", host.metrics()))
-    control.send(("bye",))
-
-
 def _read_control(control: Connection, commands: deque[Any], wake: threading.Event) -> None:
     try:
         while True:
@@ -134,12 +185,6 @@ def _read_control(control: Connection, commands: deque[Any], wake: threading.Eve
             wake.set()
     except (EOFError, OSError):
         os._exit(1)  # the controller is gone: never outlive the job
-
-
-def _wait_for_stop(commands: deque[Any], wake: threading.Event) -> None:
-    while not commands:
-        wake.wait(0.1)
-        wake.clear()
 
 
 def _report_failure(control: Connection, where: str, error: BaseException) -> None:

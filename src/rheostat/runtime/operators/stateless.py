@@ -19,6 +19,7 @@ import pyarrow as pa
 from rheostat.plan.logical import ERRORS, EVENT_TIME, MapStep, SinkStep, TimestampStep
 from rheostat.runtime.errors import UserFunctionError, describe_batch, describe_record
 from rheostat.runtime.io import SinkContext, SinkWriter
+from rheostat.runtime.messages import FINAL_CHECKPOINT
 from rheostat.runtime.operator import Operator, OperatorContext, register
 from rheostat.runtime.timestamps import drop_event_time, with_event_time
 
@@ -186,11 +187,20 @@ class TimestampOperator(Operator):
 
 @register("sink")
 class SinkOperator(Operator):
+    """Writes to a sink; with checkpoints, in two phases.
+
+    At a barrier the writer's open transaction is prepared and kept, with every earlier
+    one not yet committed, in this operator's checkpoint state; when the checkpoint
+    completes they are committed. Without checkpoints the end of the stream prepares and
+    commits the last transaction at once.
+    """
+
     step: SinkStep
 
     def open(self, ctx: OperatorContext) -> None:
         super().open(ctx)
         self.rows = 0
+        self._staged: dict[int, Any] = {}
         sink = self.step.sink
         self.writer: SinkWriter | None = None if sink is None else sink.open(SinkContext(
             self.step.step_id, ctx.task_index, ctx.parallelism, ctx.send_to_driver,
@@ -201,7 +211,29 @@ class SinkOperator(Operator):
         if self.writer is not None:
             self.writer.write(drop_event_time(batch))
 
-    def on_end(self) -> None:
+    def checkpoint(self, checkpoint_id: int) -> dict[int, Any] | None:
+        if self.writer is None:
+            return None
+        self._staged[checkpoint_id] = self.writer.prepare(checkpoint_id)
+        return dict(self._staged)
+
+    def checkpoint_complete(self, checkpoint_id: int) -> None:
+        if self.writer is None:
+            return
+        for cid in sorted(c for c in self._staged if c <= checkpoint_id):
+            self.writer.commit(cid, self._staged.pop(cid))
+        if checkpoint_id == FINAL_CHECKPOINT:
+            self.writer.close()
+            self.writer = None
+
+    def restore(self, parts: list[Any]) -> None:
+        """Every transaction in a restored checkpoint is committed (again, idempotently)."""
+        transactions = sorted((cid, t) for part in parts if part for cid, t in part.items())
         if self.writer is not None:
+            self.writer.recover(transactions)
+
+    def on_end(self) -> None:
+        if self.writer is not None and not self.ctx.checkpointing:
+            self.writer.commit(FINAL_CHECKPOINT, self.writer.prepare(FINAL_CHECKPOINT))
             self.writer.close()
             self.writer = None

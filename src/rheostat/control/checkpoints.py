@@ -1,0 +1,131 @@
+"""Checkpoint coordination as a pure state machine: trigger, collect acks, complete.
+
+One checkpoint is in flight at a time. It completes when every task has acknowledged it:
+with the parts it wrote, or — for a task that has finished — with its final snapshot,
+which stands for its state from then on. The controller does the I/O: it sends the
+triggers, writes inline parts and the manifest, and tells the tasks to commit.
+
+>>> c = CheckpointCoordinator(["a#0", "b#0"], interval_s=1.0)
+>>> c.due(now=1.0)
+1
+>>> c.on_ack("a#0", 1, ("pa",), {}) is None
+True
+>>> c.on_ack("b#0", 1, ("pb",), {}).parts
+('pa', 'pb')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rheostat.runtime.messages import FINAL_CHECKPOINT
+
+
+@dataclass
+class Completed:
+    """Every task has answered: write ``inline`` parts, then the manifest over all parts."""
+
+    checkpoint_id: int
+    parts: tuple[Any, ...]
+    inline: dict[str, bytes]
+    final: bool = False
+
+
+@dataclass
+class _InFlight:
+    checkpoint_id: int
+    started: float
+    acked: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    inline: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+
+class CheckpointCoordinator:
+    def __init__(
+        self, task_ids: list[str], interval_s: float, first_id: int = 1,
+        timeout_s: float = 600.0, tolerable_failures: int = 3,
+    ) -> None:
+        self.task_ids = list(task_ids)
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.tolerable_failures = tolerable_failures
+        self.next_id = first_id
+        self.in_flight: _InFlight | None = None
+        self.finals: dict[str, dict[str, bytes]] = {}  # final snapshots of finished tasks
+        self.consecutive_failures = 0
+        self.completed: list[int] = []
+        self._last_trigger = 0.0
+
+    def due(self, now: float) -> int | None:
+        """A new checkpoint id to trigger now, or None."""
+        if self.in_flight is not None or now - self._last_trigger < self.interval_s:
+            return None
+        if len(self.finals) == len(self.task_ids):
+            return None  # everything has finished: the final checkpoint follows
+        self._last_trigger = now
+        checkpoint_id = self.next_id
+        self.next_id += 1
+        self.in_flight = _InFlight(checkpoint_id, now)
+        self.in_flight.inline.update(self.finals)
+        return checkpoint_id
+
+    def timed_out(self, now: float) -> int | None:
+        f = self.in_flight
+        if f is not None and now - f.started > self.timeout_s:
+            return f.checkpoint_id
+        return None
+
+    def on_ack(
+        self, task_id: str, checkpoint_id: int, parts: tuple[Any, ...], inline: dict[str, bytes]
+    ) -> Completed | None:
+        if checkpoint_id == FINAL_CHECKPOINT:
+            self.finals[task_id] = inline
+            f = self.in_flight
+            if f is not None and task_id not in f.acked:
+                f.inline[task_id] = inline  # a finished task's final state stands for it
+            return self._check()
+        f = self.in_flight
+        if f is None or f.checkpoint_id != checkpoint_id:
+            return None  # an ack for an aborted checkpoint
+        f.acked[task_id] = parts
+        f.inline.pop(task_id, None)
+        return self._check()
+
+    def _check(self) -> Completed | None:
+        f = self.in_flight
+        if f is None or any(t not in f.acked and t not in f.inline for t in self.task_ids):
+            return None
+        self.in_flight = None
+        self.consecutive_failures = 0
+        self.completed.append(f.checkpoint_id)
+        parts = tuple(p for t in self.task_ids for p in f.acked.get(t, ()))
+        inline = {name: blob for t in self.task_ids for name, blob in f.inline.get(t, {}).items()}
+        return Completed(f.checkpoint_id, parts, inline)
+
+    def final(self) -> Completed:
+        """Once every task has finished: the last checkpoint, of their final snapshots."""
+        checkpoint_id = self.next_id
+        self.next_id += 1
+        inline = {name: blob for t in self.task_ids for name, blob in self.finals[t].items()}
+        return Completed(checkpoint_id, (), inline, final=True)
+
+    @property
+    def all_final(self) -> bool:
+        return len(self.finals) == len(self.task_ids)
+
+    def abort(self) -> int | None:
+        """Give up the checkpoint in flight (a failed part, a timeout, a restart)."""
+        f, self.in_flight = self.in_flight, None
+        return None if f is None else f.checkpoint_id
+
+    def failed(self) -> bool:
+        """Count a failed checkpoint; True when more failed in a row than tolerated."""
+        self.abort()
+        self.consecutive_failures += 1
+        return self.consecutive_failures > self.tolerable_failures
+
+    def restart(self, task_ids: list[str]) -> None:
+        """After a restore: nothing in flight, no task finished; ids keep increasing."""
+        self.abort()
+        self.task_ids = list(task_ids)
+        self.finals.clear()
