@@ -85,6 +85,13 @@ class CheckpointAck:
 
 
 @dataclass(frozen=True)
+class FinalCommitted:
+    """A worker's sinks have committed the job's final checkpoint."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
 class CheckpointFailed:
     task_id: str
     checkpoint_id: int
@@ -93,7 +100,7 @@ class CheckpointFailed:
 
 Event = (
     TaskFinished | TaskFailed | WorkerDied | MetricsReport | SinkData | CheckpointAck
-    | CheckpointFailed
+    | CheckpointFailed | FinalCommitted
 )
 
 

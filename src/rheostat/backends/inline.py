@@ -17,6 +17,7 @@ from rheostat.backends.base import (
     Command,
     CompleteCheckpoint,
     Event,
+    FinalCommitted,
     MetricsReport,
     RestoreFrom,
     RunConfig,
@@ -66,6 +67,8 @@ class InlineBackend(Backend):
                 self._host.trigger_checkpoint(command.checkpoint_id)
             elif isinstance(command, CompleteCheckpoint):
                 self._host.checkpoint_complete(command.checkpoint_id)
+                if command.checkpoint_id == FINAL_CHECKPOINT:
+                    self._pending.append(FinalCommitted(0))
         except TaskCrashed as crash:
             self._pending.append(TaskFailed(crash.task_id, crash.error))
         # StopWorker: the controller stops polling; nothing runs in between

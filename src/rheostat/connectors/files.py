@@ -5,6 +5,9 @@ path is a file, a directory (its matching files, sorted, hidden and ``_``-prefix
 skipped) or a glob. Each file is one split; the position is the number of rows of the file
 already returned, so a reopened reader resumes exactly.
 
+The sinks are exactly-once: each sink task stages part files under ``<path>/_staging/`` and
+moves them to their final names when the checkpoint that closed them completes.
+
 >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq
 >>> d = tempfile.mkdtemp()
 >>> pq.write_table(pa.table({"x": [1, 2, 3]}), f"{d}/a.parquet")
@@ -16,8 +19,14 @@ already returned, so a reopened reader resumes exactly.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
+import os
 import posixpath
+import re
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -29,6 +38,7 @@ import pyarrow.parquet as pq
 
 from rheostat.connectors.synthetic import check_int
 from rheostat.runtime.io import Sink, SinkContext, SinkWriter, Source, SourceReader
+from rheostat.runtime.messages import FINAL_CHECKPOINT
 
 _GLOB_CHARS = "*?["
 
@@ -328,23 +338,40 @@ def jsonl(
 
 # ---------------------------------------------------------------- sinks
 
+#: The folder of ``path`` where sink tasks stage part files until their checkpoint commits.
+#: Readers skip it: Spark, Hive and pyarrow.dataset ignore names starting with ``_`` or ``.``.
+STAGING = "_staging"
+_IN_PROGRESS = ".inprogress"
+_STAGED = re.compile(r"part-(?P<task>\d+)-(?P<writer>[0-9a-f]+)-\d+\..+")
+
+#: A file sink's transaction: (staged, final) paths, relative to the sink's directory.
+Transaction = tuple[tuple[str, str], ...]
+
+log = logging.getLogger(__name__)
+
 
 class FileSink(Sink):
-    """Each sink task writes its own part files ``part-TTTTT[-K]<suffix>`` into ``path``.
+    """Each sink task writes its own part files into ``path``; exactly-once, in two phases.
 
-    At-least-once: a part file is complete when its writer closes; after a failure the
-    replayed rows are written again into new part files. Existing files are never touched.
+    A task writes under ``path/_staging/<step>/``; each checkpoint closes its open files
+    (``prepare``) and, once the checkpoint is complete, moves them to their final names
+    ``part-<task>-c<checkpoint>-<seq>-<writer><suffix>`` (``final`` instead of
+    ``c<checkpoint>`` for the end of the stream). Rows replayed after a failure replace the
+    staged files the restore discards; committed files are never touched. See docs/sinks.md.
     """
 
+    exactly_once = True
     format = "file"
     suffix = ""
+    #: Leave a 0-row file with the schema when a task wrote no rows (Parquet: yes).
+    schema_only_file = False
 
     def __init__(
         self, path: str, rows_per_file: int | None, storage_options: dict[str, Any] | None
     ) -> None:
         self.path = _check_path(path)
         if rows_per_file is not None:
-            check_int("rows_per_file", rows_per_file, 1, "Or None for one file per sink task.")
+            check_int("rows_per_file", rows_per_file, 1, "Or None for one file per checkpoint.")
         self.rows_per_file = rows_per_file
         self.storage_options = dict(storage_options or {})
 
@@ -352,30 +379,129 @@ class FileSink(Sink):
         return f"sinks.{self.format}({self.path!r})"
 
 
-class _PartFiles:
-    """Names and opens the part files of one sink task."""
+def _folder_name(step_id: str) -> str:
+    """``step_id`` as one safe path segment (a hash is added when characters were replaced)."""
+    safe = re.sub(r"[^A-Za-z0-9_.=-]", "_", step_id)
+    if safe != step_id or safe.startswith("."):
+        safe = f"{safe}-{hashlib.sha1(step_id.encode()).hexdigest()[:8]}"
+    return safe
+
+
+def _fsync_dir(path: str) -> None:
+    """Make renames and new names in a local folder durable (POSIX only)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Staging:
+    """The part files of one sink task: staged, named, committed and cleaned up.
+
+    Staged names are unique per writer (a random id), so a restarted task never overwrites
+    a staged file of a transaction that a restore still has to commit. The final name is
+    chosen at ``prepare`` and kept in the transaction, so a repeated commit maps to it.
+    """
 
     def __init__(self, sink: FileSink, ctx: SinkContext) -> None:
         self.fs, self.root = _fs(sink.path, sink.storage_options)
-        self.fs.makedirs(self.root, exist_ok=True)
-        self.task = ctx.task_index
+        self.local = _is_local(self.fs)
+        self.task, self.parallelism = ctx.task_index, ctx.parallelism
         self.suffix = sink.suffix
-        self.count = 0
-        self.paths: list[str] = []
+        self.writer = uuid.uuid4().hex[:12]
+        self.folder = posixpath.join(STAGING, _folder_name(ctx.step_id))
+        self.fs.makedirs(self.root, exist_ok=True)
+        self.opened = 0  # staged files this writer opened
+        self.sealed: list[str] = []  # complete staged files not yet in a transaction
 
-    def open(self) -> Any:
+    def _abs(self, relative: str) -> str:
+        return posixpath.join(self.root, relative)
+
+    def open(self) -> tuple[str, Any]:
+        """A new staged file: its relative path and the open binary file."""
+        name = f"part-{self.task:05d}-{self.writer}-{self.opened:05d}{self.suffix}{_IN_PROGRESS}"
+        relative = posixpath.join(self.folder, name)
+        self.opened += 1
+        tries = 0
         while True:
-            tail = f"-{self.count}" if self.count else ""
-            path = posixpath.join(self.root, f"part-{self.task:05d}{tail}{self.suffix}")
-            self.count += 1
-            if not self.fs.exists(path):
-                self.paths.append(path)
-                return self.fs.open(path, "wb")
+            self.fs.makedirs(self._abs(self.folder), exist_ok=True)
+            try:
+                return relative, self.fs.open(self._abs(relative), "wb")
+            except FileNotFoundError:  # another task that finished removed the empty folder
+                tries += 1
+                if tries == 3:
+                    raise
+
+    def seal(self, relative: str, f: Any) -> None:
+        """Close a complete staged file (synced to disk when local)."""
+        if self.local:
+            f.flush()
+            os.fsync(f.fileno())
+        f.close()
+        self.sealed.append(relative)
+
+    def transaction(self, checkpoint_id: int) -> Transaction:
+        """The sealed files with their final names; a checkpoint's files sort in order."""
+        tag = "final" if checkpoint_id == FINAL_CHECKPOINT else f"c{checkpoint_id:08d}"
+        pairs = tuple(
+            (staged, f"part-{self.task:05d}-{tag}-{seq:04d}-{self.writer}{self.suffix}")
+            for seq, staged in enumerate(self.sealed)
+        )
+        self.sealed = []
+        if pairs and self.local:
+            _fsync_dir(self._abs(self.folder))
+        return pairs
+
+    def commit(self, transaction: Transaction) -> None:
+        """Move staged files to their final names; files already moved are skipped."""
+        moved = False
+        for staged, final in transaction:
+            source, target = self._abs(staged), self._abs(final)
+            if self.fs.exists(source):
+                self.fs.mv(source, target)  # a rename on local disks, copy + delete elsewhere
+                moved = True
+            elif not self.fs.exists(target):
+                log.warning("file sink %s: staged file %s of a transaction to commit is gone "
+                            "and %s does not exist; its rows are lost", self.root, staged, final)
+        if moved and self.local:
+            _fsync_dir(self.root)
+
+    def discard(self, keep_own: bool) -> None:
+        """Delete the staged files of every writer of a task ``t`` with ``t % p == index``.
+
+        Those are this task's earlier attempts, and after a change of parallelism the old
+        tasks whose state it restored; other tasks' files are left alone.
+        """
+        try:
+            paths = self.fs.ls(self._abs(self.folder), detail=False)
+        except FileNotFoundError:
+            return
+        for path in paths:
+            found = _STAGED.fullmatch(posixpath.basename(path))
+            if found is None or int(found["task"]) % self.parallelism != self.task:
+                continue
+            if keep_own and found["writer"] == self.writer:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(path)
+
+    def tidy(self) -> None:
+        """Remove the staging folders if empty (local disks; object stores have none)."""
+        if self.local:
+            for relative in (self.folder, STAGING):
+                try:
+                    os.rmdir(self._abs(relative))
+                except OSError:
+                    return
 
 
 class ParquetSink(FileSink):
     format = "parquet"
     suffix = ".parquet"
+    schema_only_file = True
 
     def __init__(
         self,
@@ -418,17 +544,27 @@ def _low_cardinality(table: pa.Table) -> list[str]:
 _FLUSH_BYTES = 64 << 20
 
 
-class _BufferedWriter(SinkWriter):
-    """Buffers batches to ``flush_rows`` rows, then hands them to ``_flush``."""
+class _FileWriter(SinkWriter):
+    """Buffers batches to ``flush_rows`` rows into staged part files; commits in two phases.
+
+    ``prepare`` flushes the buffer and closes the open file; ``commit`` moves a
+    transaction's files to their final names; ``recover`` commits the restored
+    transactions and discards every other staged file of this task. Subclasses write the
+    format: ``_begin`` a file, ``_append`` a table, ``_end`` it.
+    """
 
     def __init__(self, sink: FileSink, ctx: SinkContext, flush_rows: int) -> None:
         self._sink = sink
         self._ctx = ctx
-        self._parts = _PartFiles(sink, ctx)
+        self._staging = _Staging(sink, ctx)
         self._flush_rows = flush_rows
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = self._buffered_bytes = 0
         self._schema: pa.Schema | None = None
+        self._file: Any = None
+        self._file_name = ""
+        self._file_rows = 0
+        self._unprepared = 0  # rows written since the last prepare
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -448,9 +584,44 @@ class _BufferedWriter(SinkWriter):
         self._buffer.append(batch)
         self._buffered += batch.num_rows
         self._buffered_bytes += batch.nbytes
+        self._unprepared += batch.num_rows
         self.rows += batch.num_rows
         if self._buffered >= self._flush_rows or self._buffered_bytes >= _FLUSH_BYTES:
             self._flush_buffer()
+
+    def prepare(self, checkpoint_id: int) -> Transaction:
+        self._flush_buffer()
+        if (checkpoint_id == FINAL_CHECKPOINT and self._sink.schema_only_file
+                and not self._staging.opened and self._schema is not None):
+            self._flush(self._schema.empty_table())  # a task that saw no rows leaves its schema
+        self._seal()
+        self._unprepared = 0
+        return self._staging.transaction(checkpoint_id)
+
+    def commit(self, checkpoint_id: int, transaction: Transaction) -> None:
+        self._staging.commit(transaction)
+
+    def recover(self, transactions: list[tuple[int, Any]]) -> None:
+        for checkpoint_id, transaction in transactions:
+            self.commit(checkpoint_id, transaction)
+        self._staging.discard(keep_own=True)
+
+    def close(self) -> None:
+        """Clean up after the last commit; rows never prepared are discarded (and logged)."""
+        if self._unprepared:
+            log.warning("%r in step %r: %d rows written after the last prepare were discarded",
+                        self._sink, self._ctx.step_id, self._unprepared)
+        self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
+        if self._file is not None:
+            try:
+                self._end()
+            finally:
+                self._file.close()
+                self._file = None
+        self._staging.discard(keep_own=False)
+        self._staging.tidy()
+
+    # --- files ----------------------------------------------------------------------
 
     def _flush_buffer(self) -> None:
         if self._buffer:
@@ -459,44 +630,55 @@ class _BufferedWriter(SinkWriter):
             self._flush(table)
 
     def _flush(self, table: pa.Table) -> None:
+        if self._file is None:
+            self._file_name, self._file = self._staging.open()
+            self._begin(table)
+        self._append(table)
+        self._file_rows += table.num_rows
+        limit = self._sink.rows_per_file
+        if limit is not None and self._file_rows >= limit:
+            self._seal()
+
+    def _seal(self) -> None:
+        if self._file is not None:
+            self._end()
+            self._staging.seal(self._file_name, self._file)
+            self._file, self._file_rows = None, 0
+
+    def _begin(self, table: pa.Table) -> None:
+        """A new file was opened as ``self._file``; ``table`` is its first data."""
+
+    def _append(self, table: pa.Table) -> None:
         raise NotImplementedError
 
+    def _end(self) -> None:
+        """Finish the format of ``self._file`` before it is closed."""
 
-class ParquetWriter(_BufferedWriter):
+
+class ParquetWriter(_FileWriter):
     def __init__(self, sink: ParquetSink, ctx: SinkContext) -> None:
         super().__init__(sink, ctx, sink.row_group_rows)
-        self._file: Any = None
         self._writer: pq.ParquetWriter | None = None
-        self._file_rows = 0
         self._dictionary = sink.use_dictionary
 
-    def _flush(self, table: pa.Table) -> None:
+    def _begin(self, table: pa.Table) -> None:
         sink: ParquetSink = self._sink  # type: ignore[assignment]
-        if self._writer is None:
-            if self._dictionary is None:
-                self._dictionary = _low_cardinality(table)
-            self._file = self._parts.open()
-            self._writer = pq.ParquetWriter(
-                self._file, table.schema, compression=sink.compression,
-                use_dictionary=self._dictionary,
-            )
+        if self._dictionary is None:
+            self._dictionary = _low_cardinality(table)
+        self._writer = pq.ParquetWriter(
+            self._file, table.schema, compression=sink.compression,
+            use_dictionary=self._dictionary,
+        )
+
+    def _append(self, table: pa.Table) -> None:
+        assert self._writer is not None
         if table.num_rows:
             self._writer.write_table(table, row_group_size=table.num_rows)
-        self._file_rows += table.num_rows
-        if sink.rows_per_file is not None and self._file_rows >= sink.rows_per_file:
-            self._close_file()
 
-    def _close_file(self) -> None:
+    def _end(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            self._file.close()
-            self._writer, self._file, self._file_rows = None, None, 0
-
-    def close(self) -> None:
-        self._flush_buffer()
-        if not self._parts.paths and self._schema is not None:
-            self._flush(self._schema.empty_table())  # a task that saw no rows leaves its schema
-        self._close_file()
+            self._writer = None
 
 
 class JsonlSink(FileSink):
@@ -545,24 +727,9 @@ def to_json_lines(table: pa.Table) -> bytes:
     return "".join(f"{line}\n" for line in lines).encode()
 
 
-class JsonlWriter(_BufferedWriter):
+class JsonlWriter(_FileWriter):
     def __init__(self, sink: JsonlSink, ctx: SinkContext) -> None:
         super().__init__(sink, ctx, 65_536)
-        self._file: Any = None
-        self._file_rows = 0
 
-    def _flush(self, table: pa.Table) -> None:
-        if self._file is None:
-            self._file = self._parts.open()
+    def _append(self, table: pa.Table) -> None:
         self._file.write(to_json_lines(table))
-        self._file_rows += table.num_rows
-        limit = self._sink.rows_per_file
-        if limit is not None and self._file_rows >= limit:
-            self._file.close()
-            self._file, self._file_rows = None, 0
-
-    def close(self) -> None:
-        self._flush_buffer()
-        if self._file is not None:
-            self._file.close()
-            self._file = None

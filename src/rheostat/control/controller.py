@@ -98,7 +98,8 @@ class Controller:
         self.on_progress = on_progress
         self.restart_policy = restart or RestartPolicy(attempts=0)
         self.restore = restore
-        self.job = JobStateMachine(plan.task_ids, config.workers, self.restart_policy.attempts)
+        self.job = JobStateMachine(plan.task_ids, config.workers, self.restart_policy.attempts,
+                                   checkpointing=config.store is not None)
         self.checkpoints = (
             CheckpointCoordinator(plan.task_ids, checkpoint_interval_s or 1.0,
                                   config.store.next_checkpoint_id())
@@ -155,8 +156,9 @@ class Controller:
                 self._checkpoint_failed(event.checkpoint_id, event.reason)
             was = self.job.state
             commands = self.job.handle(event)
-            if was == "running" and self.job.state == "finished" and self.checkpoints:
-                self._commit(self.checkpoints.final())  # sinks commit before the stop
+            if was == "running" and self.job.state == "committing":
+                assert self.checkpoints is not None
+                self._commit(self.checkpoints.final())  # then every worker's sinks commit
             self._execute(commands)
 
     def _deliver(self, events: Iterable[Event]) -> None:

@@ -2,7 +2,7 @@
 
 It runs without processes: tests feed it events and check the commands and the state.
 
->>> job = JobStateMachine(task_ids=["a#0"], workers=1)
+>>> job = JobStateMachine(task_ids=["a#0"], workers=1)  # no checkpoints
 >>> job.handle(TaskFinished("a#0"))
 [StopWorker()]
 >>> job.state
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from rheostat.backends.base import (
     Command,
     Event,
+    FinalCommitted,
     MetricsReport,
     SinkData,
     StopWorker,
@@ -27,7 +28,9 @@ from rheostat.runtime.task import TaskMetrics
 
 # Legal transitions; finished, failed and cancelled are final.
 TRANSITIONS = {
-    "running": {"finished", "failed", "cancelled", "restarting"},
+    "running": {"finished", "committing", "failed", "cancelled", "restarting"},
+    # every task has finished; the final checkpoint is committed; sinks are committing it
+    "committing": {"finished", "failed", "cancelled", "restarting"},
     "restarting": {"running", "failed", "cancelled"},
     "finished": set(),
     "failed": set(),
@@ -52,8 +55,11 @@ class JobStateMachine:
     workers: int
     #: How many times a failed job is restarted before it fails for good.
     restart_attempts: int = 0
+    #: With checkpoints, a job ends only once every worker's sinks committed the last one.
+    checkpointing: bool = False
     state: str = "running"
     restarts: int = 0
+    committed_workers: set[int] = field(default_factory=set)
     finished_tasks: set[str] = field(default_factory=set)
     metrics: dict[str, TaskMetrics] = field(default_factory=dict)
     error: BaseException | None = None
@@ -78,11 +84,18 @@ class JobStateMachine:
         if isinstance(event, TaskFinished) and self.state == "running":
             self.finished_tasks.add(event.task_id)
             if self.finished_tasks >= set(self.task_ids):
+                if self.checkpointing:
+                    self.state = "committing"
+                    return []
                 return self._to("finished")
-        elif isinstance(event, TaskFailed) and self.state == "running":
+        elif isinstance(event, FinalCommitted) and self.state == "committing":
+            self.committed_workers.add(event.worker)
+            if len(self.committed_workers) == self.workers:
+                return self._to("finished")
+        elif isinstance(event, TaskFailed) and self.state in ("running", "committing"):
             self.error, self.failed_task = event.error, event.task_id
             return self._fail_or_restart()
-        elif isinstance(event, WorkerDied) and self.state == "running":
+        elif isinstance(event, WorkerDied) and self.state in ("running", "committing"):
             self.error = RuntimeError(
                 f"worker {event.worker} died (exit code {event.exitcode}) while the job ran"
             )
@@ -105,6 +118,7 @@ class JobStateMachine:
             raise RuntimeError(f"illegal job transition {self.state} -> running")
         self.state = "running"
         self.finished_tasks.clear()
+        self.committed_workers.clear()
         self.error = self.failed_task = None
 
     def fail(self, error: BaseException) -> list[JobCommand]:

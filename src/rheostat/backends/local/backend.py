@@ -26,6 +26,7 @@ from rheostat.backends.base import (
     CheckpointFailed,
     Command,
     Event,
+    FinalCommitted,
     MetricsReport,
     RestoreFrom,
     RunConfig,
@@ -138,6 +139,8 @@ class LocalBackend(Backend):
             return CheckpointAck(msg[1], msg[2], tuple(msg[3]), msg[4])
         if kind == "ack_failed":
             return CheckpointFailed(msg[1], msg[2], msg[3])
+        if kind == "committed":
+            return FinalCommitted(msg[1])
         if kind == "metrics":
             return MetricsReport(w, msg[1])
         if kind == "finished":

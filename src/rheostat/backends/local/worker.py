@@ -134,6 +134,8 @@ class Worker:
                     self.host.trigger_checkpoint(command.checkpoint_id)
                 elif isinstance(command, CompleteCheckpoint):
                     self.host.checkpoint_complete(command.checkpoint_id)
+                    if command.checkpoint_id == FINAL_CHECKPOINT:
+                        self.control.send(("committed", self.worker))
             except TaskCrashed as crash:
                 _report_failure(self.control, crash.task_id, crash.error)
         return False

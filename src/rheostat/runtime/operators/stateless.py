@@ -135,20 +135,27 @@ class MapOperator(Operator):
                 raise UserFunctionError(
                     self.step.step_id, describe_batch(batch), exc, traceback.format_exc()
                 ) from exc
-        # Isolate the bad rows: rerun row by row (only on this error path).
-        parts = []
-        for i in range(batch.num_rows):
-            one = batch.slice(i, 1)
-            try:
-                res = self._apply_batch(one)
-            except Exception as exc:
-                self._fail(drop_event_time(one).to_pylist()[0], exc)
-                continue
-            if res is not None and res.num_rows:
-                parts.append(res)
+        # Isolate the bad rows by bisection: only halves that fail are split again, so a
+        # few bad rows cost a few dozen calls, not one per row (only on this error path).
+        parts: list[pa.RecordBatch] = []
+        self._isolate(batch, parts)
         if not parts:
             return None
         return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
+
+    def _isolate(self, batch: pa.RecordBatch, parts: list[pa.RecordBatch]) -> None:
+        try:
+            res = self._apply_batch(batch)
+        except Exception as exc:
+            if batch.num_rows == 1:
+                self._fail(drop_event_time(batch).to_pylist()[0], exc)
+                return
+            half = batch.num_rows // 2
+            self._isolate(batch.slice(0, half), parts)
+            self._isolate(batch.slice(half), parts)
+            return
+        if res is not None and res.num_rows:
+            parts.append(res)
 
     def _apply_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
         res = self.step.fn(batch)
