@@ -19,9 +19,11 @@ from rheostat.api.durations import to_ms
 from rheostat.api.flow import Flow
 from rheostat.backends.base import Backend, RestoreFrom, RunConfig
 from rheostat.control.controller import Controller, JobResult, ProgressCallback, RestartPolicy
+from rheostat.plan.errors import FlowError
 from rheostat.plan.keygroups import DEFAULT_MAX_PARALLELISM
-from rheostat.plan.physical import lower
+from rheostat.plan.physical import PhysicalPlan, lower
 from rheostat.runtime.checkpoint import CheckpointStore
+from rheostat.runtime.snapshots import TASK_PART
 
 BackendName = Literal["local", "inline", "ray"]
 
@@ -39,7 +41,9 @@ def run(
     checkpoint_dir: str | None = None,
     keep_checkpoints: int = 3,
     restart: RestartPolicy | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
+    allow_dropped_state: bool = False,
+    tolerable_checkpoint_failures: int = 3,
 ) -> JobResult:
     """Run ``flow`` to completion (or until Ctrl-C) and return its result.
 
@@ -51,7 +55,9 @@ def run(
     ``checkpoint_dir`` (a directory or fsspec URL; default ``.rheostat/checkpoints/<flow>``).
     A failed task or worker then restarts the job from the latest complete checkpoint
     (``restart``: 3 attempts by default). ``resume=True`` starts from the latest
-    checkpoint in ``checkpoint_dir`` (a stopped or crashed earlier run).
+    checkpoint in ``checkpoint_dir`` (a stopped or crashed earlier run), ``resume="name"``
+    from that savepoint; keyed state is redistributed if the parallelism changed. State of
+    a step the flow no longer has is an error unless ``allow_dropped_state``.
     """
     flow.validate()
     check_serialisable(flow.steps)
@@ -72,8 +78,9 @@ def run(
             restart = RestartPolicy()
     restore_from = None
     if resume and store is not None:
-        point = store.latest()
+        point = store.load_savepoint(resume) if isinstance(resume, str) else store.latest()
         if point is not None:
+            check_restorable(plan, point.part_names, allow_dropped_state)
             restore_from = RestoreFrom(point, point.job["parallelism"])
     config = RunConfig(workers=n_workers, channel_capacity_bytes=channel_capacity_bytes,
                        store=store)
@@ -85,7 +92,19 @@ def run(
     else:
         callback = progress or None
     return Controller(plan, backend_obj, config, callback, interval_s, restart,
-                      restore_from).run()
+                      restore_from, tolerable_checkpoint_failures).run()
+
+
+def check_restorable(plan: PhysicalPlan, part_names: list[str], allow_dropped: bool) -> None:
+    """Refuse a checkpoint holding state of steps this flow no longer has."""
+    steps_with_state = {name.split("/", 1)[1] for name in part_names} - {TASK_PART}
+    gone = sorted(s for s in steps_with_state if s not in plan.steps)
+    if gone and not allow_dropped:
+        raise FlowError(
+            f"the checkpoint holds state of step(s) {gone} that flow {plan.flow_name!r} no "
+            "longer has (renamed or removed?); restore with allow_dropped_state=True "
+            "(--allow-dropped-state) to drop that state"
+        )
 
 
 def _make_backend(

@@ -24,6 +24,7 @@ from rheostat.api.flow import Flow
 from rheostat.launch import run as run_flow
 from rheostat.observe.progress import TerminalProgress, summary
 from rheostat.plan.errors import FlowError
+from rheostat.runtime.checkpoint import CheckpointStore
 from rheostat.runtime.errors import JobFailed, UserFunctionError
 
 EXIT_INTERRUPTED = 130
@@ -200,10 +201,24 @@ def cli() -> None:
 @click.option("--backend", type=click.Choice(["local", "inline"]), default="local",
               show_default=True, help="local: worker processes; inline: all in this process.")
 @click.option("--no-progress", is_flag=True, help="Do not show live progress.")
+@click.option("--checkpoint-interval", metavar="DURATION", default=None,
+              help="Take aligned checkpoints this often (e.g. 1s); a crashed worker then "
+              "restarts the job from the latest one.")
+@click.option("--checkpoint-dir", metavar="URL", default=None,
+              help="Where checkpoints go: a directory or fsspec URL "
+              "(default .rheostat/checkpoints/<flow>).")
+@click.option("--resume", is_flag=True,
+              help="Continue from the latest complete checkpoint in --checkpoint-dir.")
+@click.option("--from-savepoint", metavar="NAME", default=None,
+              help="Start from the named savepoint in --checkpoint-dir.")
+@click.option("--allow-dropped-state", is_flag=True,
+              help="Resume even if the checkpoint holds state of steps the flow no longer has.")
 @_debug_option
 def run_command(
     file: Path, flow_name: str | None, parallelism: int, workers: int | None,
-    backend: str, no_progress: bool, debug: bool,
+    backend: str, no_progress: bool, checkpoint_interval: str | None,
+    checkpoint_dir: str | None, resume: bool, from_savepoint: str | None,
+    allow_dropped_state: bool, debug: bool,
 ) -> None:
     """Run the flow defined in FILE to completion (Ctrl-C stops it)."""
     try:
@@ -212,8 +227,12 @@ def run_command(
         _interrupted(f"Interrupted (Ctrl-C) while loading {file}; nothing ran.")
     progress = None if no_progress else TerminalProgress()
     try:
-        result = run_flow(flow, parallelism=parallelism, backend=backend,  # type: ignore[arg-type]
-                          workers=workers, progress=progress if progress is not None else False)
+        result = run_flow(
+            flow, parallelism=parallelism, backend=backend,  # type: ignore[arg-type]
+            workers=workers, progress=progress if progress is not None else False,
+            checkpoint_interval=checkpoint_interval, checkpoint_dir=checkpoint_dir,
+            resume=from_savepoint or resume, allow_dropped_state=allow_dropped_state,
+        )
     except KeyboardInterrupt:
         _close(progress)
         _interrupted(f"Interrupted (Ctrl-C): job {flow.name!r} was cancelled and its "
@@ -245,6 +264,39 @@ def _close(progress: TerminalProgress | None) -> None:
 def mermaid_command(file: Path, flow_name: str | None, debug: bool) -> None:
     """Print the flow in FILE as a Mermaid diagram."""
     click.echo(_load(file, flow_name, debug).to_mermaid())
+
+
+@cli.command("checkpoints")
+@click.argument("directory")
+def checkpoints_command(directory: str) -> None:
+    """List the checkpoints and savepoints in DIRECTORY (a --checkpoint-dir)."""
+    store = CheckpointStore(directory)
+    infos = store.list(verify=True)
+    if not infos:
+        click.echo(f"no checkpoints in {directory}")
+    for info in infos:
+        click.echo(f"checkpoint {info.checkpoint_id}: {info.status}"
+                   + (f" ({info.reason})" if info.reason else ""))
+    for info in store.savepoints(verify=True):
+        click.echo(f"savepoint {info.savepoint}: {info.status}"
+                   + (f" ({info.reason})" if info.reason else ""))
+
+
+@cli.command("savepoint")
+@click.argument("directory")
+@click.argument("name")
+def savepoint_command(directory: str, name: str) -> None:
+    """Keep the latest complete checkpoint in DIRECTORY as savepoint NAME.
+
+    Savepoints are never deleted by checkpoint retention; resume one with
+    ``rheostat run FILE --checkpoint-dir DIRECTORY --from-savepoint NAME``.
+    """
+    store = CheckpointStore(directory)
+    point = store.latest()
+    if point is None:
+        raise CliError(f"no complete checkpoint in {directory} to keep as a savepoint")
+    store.promote_to_savepoint(point.checkpoint_id, name)
+    click.echo(f"savepoint {name!r} holds checkpoint {point.checkpoint_id}")
 
 
 def main() -> None:

@@ -91,6 +91,7 @@ class Controller:
         checkpoint_interval_s: float | None = None,
         restart: RestartPolicy | None = None,
         restore: RestoreFrom | None = None,
+        tolerable_checkpoint_failures: int = 3,
     ) -> None:
         self.plan = plan
         self.backend = backend
@@ -102,7 +103,8 @@ class Controller:
                                    checkpointing=config.store is not None)
         self.checkpoints = (
             CheckpointCoordinator(plan.task_ids, checkpoint_interval_s or 1.0,
-                                  config.store.next_checkpoint_id())
+                                  config.store.next_checkpoint_id(),
+                                  tolerable_failures=tolerable_checkpoint_failures)
             if config.store is not None else None
         )
         self._delivered: set[Any] = set()  # keys of committed sink transactions
