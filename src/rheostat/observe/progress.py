@@ -454,4 +454,8 @@ def summary(result: JobResult) -> str:
         lines.append(line)
     counters = format_counters(result.counters())
     lines.append(f"Counters: {counters}." if counters else "Counters: none.")
+    if result.checkpoints or result.restarts:
+        last = f", the last {result.checkpoints[-1]}" if result.checkpoints else ""
+        lines.append(f"Checkpoints: {len(result.checkpoints)} completed{last}; restarts: "
+                     f"{result.restarts} (rows in count from the last restart).")
     return "\n".join(lines)
