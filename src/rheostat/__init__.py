@@ -8,7 +8,7 @@ from rheostat import sinks, sources, testing
 from rheostat.api import agg, windows
 from rheostat.api.flow import Flow, KeyedStream, Stream, WindowedStream
 from rheostat.api.process import KeyedProcess, ProcessContext, stateful_map
-from rheostat.control.controller import JobResult
+from rheostat.control.controller import JobResult, RestartPolicy
 from rheostat.launch import run
 from rheostat.plan.errors import FlowError
 from rheostat.runtime.errors import JobFailed, UserFunctionError
@@ -21,6 +21,7 @@ __all__ = [
     "KeyedProcess",
     "KeyedStream",
     "ProcessContext",
+    "RestartPolicy",
     "Stream",
     "UserFunctionError",
     "WindowedStream",

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 import rheostat as rs
-from rheostat.control.controller import RestartPolicy
+from rheostat import RestartPolicy
 
 EVENTS = 1_000_000
 RATE = 400_000  # rows/s: the run lasts long enough to be killed several times
