@@ -257,6 +257,17 @@ class Stream:
         self.flow._add(step)
         return Stream(self.flow, Port(step_id), self.columns, True)
 
+    def at_least_once(self) -> Stream:
+        """Declare that the step making this stream may see rows again after a failure.
+
+        A task whose steps all say so does not align checkpoint barriers (no input is held
+        back while the others catch up): lower latency, and after a recovery some rows
+        are processed twice. Exactly-once is the default.
+        """
+        step = self.flow.step(self.port.step_id)
+        self.flow._steps[step.step_id] = replace(step, at_least_once=True)
+        return self
+
     # --- partitioning ---------------------------------------------------------------
 
     def key_by(self, *keys: str) -> KeyedStream:

@@ -62,6 +62,8 @@ class Step:
     step_id: str
     inputs: tuple[Input, ...]
     parallelism: int | None = field(default=None, kw_only=True)
+    #: The step accepts at-least-once processing after a failure: no barrier alignment.
+    at_least_once: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "step"
     side_ports: ClassVar[tuple[str, ...]] = ()

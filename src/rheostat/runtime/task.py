@@ -123,6 +123,8 @@ class Task:
         self.snapshots: list[TaskSnapshot] = []  # drained by the host
         self._barrier: int | None = None  # the checkpoint being aligned
         self._aligned: set[int] = set()  # inputs that delivered its barrier: held back
+        # Hold inputs back only if some step here needs exactly-once (the default).
+        self._align = not all(plan.steps[s].at_least_once for s in self.chain.steps)
         for sid, op in self.ops.items():
             op.open(OperatorContext(
                 step=plan.steps[sid],
@@ -258,7 +260,7 @@ class Task:
         n = len(self.inputs)
         for k in range(n):
             i = (self._turn + k) % n
-            if i in self._ended_inputs or i in self._aligned:
+            if i in self._ended_inputs or (self._align and i in self._aligned):
                 continue
             message = self.inputs[i][0].poll()
             if message is not None:
