@@ -38,7 +38,7 @@ def run(
     channel_capacity_bytes: int = 8 << 20,
     progress: bool | ProgressCallback = False,
     checkpoint_interval: str | float | None = None,
-    checkpoint_dir: str | None = None,
+    checkpoint_dir: str | CheckpointStore | None = None,
     keep_checkpoints: int = 3,
     restart: RestartPolicy | None = None,
     resume: bool | str = False,
@@ -70,9 +70,11 @@ def run(
     interval_s = None
     if checkpoint_interval is not None or resume:
         interval_s = to_ms(checkpoint_interval or "1s", "checkpoint_interval") / 1000
-        store = CheckpointStore(
-            checkpoint_dir or os.path.join(".rheostat", "checkpoints", flow.name),
-            keep=keep_checkpoints,
+        store = checkpoint_dir if isinstance(checkpoint_dir, CheckpointStore) else (
+            CheckpointStore(
+                checkpoint_dir or os.path.join(".rheostat", "checkpoints", flow.name),
+                keep=keep_checkpoints,
+            )
         )
         if restart is None:
             restart = RestartPolicy()

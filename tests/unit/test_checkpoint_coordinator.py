@@ -63,13 +63,15 @@ def test_final_checkpoint_gathers_every_final_snapshot():
 def test_acks_for_an_aborted_checkpoint_are_ignored_and_failures_are_tolerated():
     c = CheckpointCoordinator(["a#0"], interval_s=0, tolerable_failures=1)
     n = c.due(0.0)
-    assert not c.failed()  # first failure: tolerated
+    assert c.failed(n) is False  # first failure: tolerated
+    assert c.failed(n) is None  # reported again by another task: counted once
     assert c.on_ack("a#0", n, ("late",), {}) is None and c.completed == []
     c.due(1.0)
-    assert c.failed()  # two in a row: more than tolerated
+    assert c.failed(n + 1) is True  # two in a row: more than tolerated
     m = c.due(2.0)
     c.on_ack("a#0", m, ("ok",), {})
-    assert c.consecutive_failures == 0
+    assert c.consecutive_failures == 0 and c.completed == [m]
+    assert c.failed(m) is False and c.completed == []  # its manifest could not be written
 
 
 def test_timeout_and_restart():

@@ -118,9 +118,17 @@ class CheckpointCoordinator:
         f, self.in_flight = self.in_flight, None
         return None if f is None else f.checkpoint_id
 
-    def failed(self) -> bool:
-        """Count a failed checkpoint; True when more failed in a row than tolerated."""
-        self.abort()
+    def failed(self, checkpoint_id: int) -> bool | None:
+        """Count checkpoint ``checkpoint_id`` as failed, once: None if it was not in flight
+        (another task already reported it), else whether more failed in a row than
+        tolerated. A checkpoint whose manifest could not be written fails here too."""
+        f = self.in_flight
+        if f is not None and f.checkpoint_id == checkpoint_id:
+            self.in_flight = None
+        elif self.completed and self.completed[-1] == checkpoint_id:
+            self.completed.pop()  # completed by the tasks, but its commit failed
+        else:
+            return None
         self.consecutive_failures += 1
         return self.consecutive_failures > self.tolerable_failures
 

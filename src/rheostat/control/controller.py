@@ -216,9 +216,12 @@ class Controller:
 
     def _checkpoint_failed(self, checkpoint_id: int, reason: str) -> None:
         assert self.checkpoints is not None
+        verdict = self.checkpoints.failed(checkpoint_id)
+        if verdict is None:
+            return  # already counted (several tasks report the same failed checkpoint)
         log.warning("checkpoint %d failed: %s", checkpoint_id, reason)
         self.config.store.abort(checkpoint_id)
-        if self.checkpoints.failed():
+        if verdict:
             self._send_all(self.job.fail(RuntimeError(
                 f"{self.checkpoints.consecutive_failures} checkpoints failed in a row, more "
                 f"than tolerated (last: {checkpoint_id}: {reason})"
