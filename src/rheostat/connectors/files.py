@@ -458,6 +458,8 @@ class _Staging:
     def commit(self, transaction: Transaction) -> None:
         """Move staged files to their final names; files already moved are skipped."""
         moved = False
+        if transaction:
+            self.fs.invalidate_cache(self._abs(self.folder))  # listings cached by object stores
         for staged, final in transaction:
             source, target = self._abs(staged), self._abs(final)
             if self.fs.exists(source):
@@ -475,6 +477,7 @@ class _Staging:
         Those are this task's earlier attempts, and after a change of parallelism the old
         tasks whose state it restored; other tasks' files are left alone.
         """
+        self.fs.invalidate_cache(self._abs(self.folder))
         try:
             paths = self.fs.ls(self._abs(self.folder), detail=False)
         except FileNotFoundError:
@@ -630,14 +633,20 @@ class _FileWriter(SinkWriter):
             self._flush(table)
 
     def _flush(self, table: pa.Table) -> None:
-        if self._file is None:
-            self._file_name, self._file = self._staging.open()
-            self._begin(table)
-        self._append(table)
-        self._file_rows += table.num_rows
+        """Append ``table`` to the open file, starting new ones every ``rows_per_file`` rows."""
         limit = self._sink.rows_per_file
-        if limit is not None and self._file_rows >= limit:
-            self._seal()
+        while True:
+            if self._file is None:
+                self._file_name, self._file = self._staging.open()
+                self._begin(table)
+            room = table.num_rows if limit is None else limit - self._file_rows
+            self._append(table.slice(0, room))
+            self._file_rows += min(room, table.num_rows)
+            table = table.slice(room)
+            if limit is not None and self._file_rows >= limit:
+                self._seal()
+            if not table.num_rows:
+                return
 
     def _seal(self) -> None:
         if self._file is not None:
@@ -732,4 +741,5 @@ class JsonlWriter(_FileWriter):
         super().__init__(sink, ctx, 65_536)
 
     def _append(self, table: pa.Table) -> None:
-        self._file.write(to_json_lines(table))
+        if table.num_rows:
+            self._file.write(to_json_lines(table))

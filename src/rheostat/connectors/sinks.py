@@ -33,11 +33,13 @@ def parquet(
 ) -> ParquetSink:
     """Write Parquet part files into directory ``path`` (created; local or fsspec URL).
 
-    Sink task ``i`` writes ``part-0000i.parquet`` (``part-0000i-1.parquet`` ... if taken, or when
-    it starts a new file every ``rows_per_file`` rows). Small batches are buffered into row
-    groups of ``row_group_rows``. ``use_dictionary=None`` dictionary-encodes only the columns
-    whose first row group has few distinct values (dictionary encoding of high-cardinality
-    columns is slow). At-least-once: rows replayed after a failure are written again.
+    Exactly-once with checkpoints: each sink task stages files under ``path/_staging/`` and
+    commits them as ``part-<task>-c<checkpoint>-<seq>-<id>.parquet`` when the checkpoint
+    completes (see docs/sinks.md); readers skip names starting with ``_`` or ``.``. A new
+    file starts every ``rows_per_file`` rows. Small batches are buffered into row groups of
+    ``row_group_rows``. ``use_dictionary=None`` dictionary-encodes only the columns whose
+    first row group has few distinct values (dictionary encoding of high-cardinality
+    columns is slow).
 
     >>> parquet("out/bids", rows_per_file=1_000_000)
     sinks.parquet('out/bids')
@@ -51,7 +53,7 @@ def jsonl(
     rows_per_file: int | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> JsonlSink:
-    """Write JSON-lines part files ``part-0000i.jsonl`` into directory ``path`` (at-least-once).
+    """Write JSON-lines part files into directory ``path``, exactly-once like :func:`parquet`.
 
     Timestamps, dates and decimals are written as strings.
 
@@ -263,7 +265,7 @@ class _CollectWriter(SinkWriter):
 
 
 def collect() -> CollectSink:
-    """Collect the rows in the driver, for tests and notebooks (at-least-once).
+    """Collect the rows in the driver, for tests and notebooks (exactly-once with checkpoints).
 
     >>> sink = collect()
     >>> sink.table().num_rows
