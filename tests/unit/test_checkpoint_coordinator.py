@@ -8,7 +8,8 @@ TASKS = ["src#0", "src#1", "win#0"]
 
 def test_triggers_on_the_interval_one_at_a_time():
     c = CheckpointCoordinator(TASKS, interval_s=2.0, first_id=5)
-    assert c.due(1.0) is None  # not yet an interval since start
+    assert c.due(0.0) is None  # the first is one interval after the start
+    assert c.due(1.0) is None
     assert c.due(2.0) == 5
     assert c.due(10.0) is None  # 5 is still in flight
     for t in TASKS:

@@ -6,8 +6,8 @@ which stands for its state from then on. The controller does the I/O: it sends t
 triggers, writes inline parts and the manifest, and tells the tasks to commit.
 
 >>> c = CheckpointCoordinator(["a#0", "b#0"], interval_s=1.0)
->>> c.due(now=1.0)
-1
+>>> c.due(now=0.0), c.due(now=1.0)
+(None, 1)
 >>> c.on_ack("a#0", 1, ("pa",), {}) is None
 True
 >>> c.on_ack("b#0", 1, ("pb",), {}).parts
@@ -54,10 +54,12 @@ class CheckpointCoordinator:
         self.finals: dict[str, dict[str, bytes]] = {}  # final snapshots of finished tasks
         self.consecutive_failures = 0
         self.completed: list[int] = []
-        self._last_trigger = 0.0
+        self._last_trigger: float | None = None
 
     def due(self, now: float) -> int | None:
-        """A new checkpoint id to trigger now, or None."""
+        """A new checkpoint id to trigger now, or None (the first is one interval in)."""
+        if self._last_trigger is None:
+            self._last_trigger = now
         if self.in_flight is not None or now - self._last_trigger < self.interval_s:
             return None
         if len(self.finals) == len(self.task_ids):

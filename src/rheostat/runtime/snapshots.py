@@ -13,9 +13,12 @@ from old task ``j`` to new task ``j % parallelism``.
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Callable, Iterable
 from typing import Any
+
+import pyarrow as pa
 
 from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan
@@ -25,14 +28,56 @@ TASK_PART = "_task"
 
 
 def encode_snapshot(snapshot: TaskSnapshot) -> dict[str, bytes]:
+    """One part per stateful step plus the task's own; Arrow data travels as Arrow IPC."""
     parts = {
-        f"{snapshot.task_id}/{step}": pickle.dumps(state, protocol=5)
+        f"{snapshot.task_id}/{step}": dumps_state(state)
         for step, state in snapshot.states.items()
     }
-    parts[f"{snapshot.task_id}/{TASK_PART}"] = pickle.dumps(
-        {"sources": snapshot.sources, "watermark": snapshot.watermark}, protocol=5
+    parts[f"{snapshot.task_id}/{TASK_PART}"] = dumps_state(
+        {"sources": snapshot.sources, "watermark": snapshot.watermark}
     )
     return parts
+
+
+class _StatePickler(pickle.Pickler):
+    """Pickles Arrow tables and batches as IPC streams.
+
+    Plain pickling of a table writes every chunk with the whole buffer it slices (group-by
+    results are slices of one buffer), so a snapshot grew with the square of its rows;
+    the IPC writer writes only the sliced range.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, pa.Table | pa.RecordBatch):
+            return _from_ipc, (_to_ipc(obj), isinstance(obj, pa.Table))
+        return NotImplemented
+
+
+def _to_ipc(data: pa.Table | pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, data.schema) as writer:
+        writer.write(data)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(blob: bytes, table: bool) -> pa.Table | pa.RecordBatch:
+    reader = pa.ipc.open_stream(pa.py_buffer(blob))
+    if table:
+        return reader.read_all()
+    return reader.read_next_batch()
+
+
+def dumps_state(state: Any) -> bytes:
+    """Serialise operator state for a checkpoint part (pickle, Arrow data as IPC).
+
+    >>> import pickle, pyarrow as pa
+    >>> t = pa.table({"x": [1, 2, 3]}).slice(1)
+    >>> pickle.loads(dumps_state({"t": t}))["t"].to_pydict()
+    {'x': [2, 3]}
+    """
+    buffer = io.BytesIO()
+    _StatePickler(buffer, protocol=5).dump(state)
+    return buffer.getvalue()
 
 
 def restore_for_task(
@@ -49,11 +94,14 @@ def restore_for_task(
     names = set(part_names)
     old_p = old_parallelism.get(chain_id, chain.parallelism)
     mine = [j for j in range(old_p) if j % chain.parallelism == index]
+    # Keyed state moves between tasks only when the parallelism changed: otherwise a task's
+    # key groups are the ones it had, and it reads its own parts alone.
+    rescaled = old_p != chain.parallelism
     restore = TaskRestore()
     chain_keyed = any(plan.steps[s].kind in STATEFUL_KINDS for s in chain.steps)
     for step_id in chain.steps:
         keyed = plan.steps[step_id].kind in STATEFUL_KINDS
-        sources = range(old_p) if keyed else mine
+        sources = range(old_p) if keyed and rescaled else mine
         parts = [
             pickle.loads(read(name)) for j in sources
             if (name := f"{chain_id}#{j}/{step_id}") in names
@@ -61,7 +109,7 @@ def restore_for_task(
         if parts:
             restore.states[step_id] = parts
     marks = []
-    for j in range(old_p) if chain_keyed else mine:
+    for j in range(old_p) if chain_keyed and rescaled else mine:
         name = f"{chain_id}#{j}/{TASK_PART}"
         if name in names:
             meta = pickle.loads(read(name))
@@ -82,6 +130,11 @@ def restore_for_task(
 def write_parts(store: Any, checkpoint_id: int, blobs: dict[str, bytes]) -> tuple[Any, ...]:
     """Write a snapshot's parts to the store; returns their PartInfo."""
     return tuple(store.write_part(checkpoint_id, name, data) for name, data in blobs.items())
+
+
+def write_snapshot(store: Any, snapshot: TaskSnapshot) -> tuple[Any, ...]:
+    """Serialise and write a snapshot (off the task thread: state objects are immutable)."""
+    return write_parts(store, snapshot.checkpoint_id, encode_snapshot(snapshot))
 
 
 def build_restores(

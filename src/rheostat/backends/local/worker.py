@@ -30,7 +30,7 @@ from rheostat.plan.physical import PhysicalPlan
 from rheostat.runtime.channels import InputEndpoint, LocalChannel, OutputEndpoint
 from rheostat.runtime.host import TaskCrashed, TaskHost
 from rheostat.runtime.messages import FINAL_CHECKPOINT
-from rheostat.runtime.snapshots import build_restores, encode_snapshot, write_parts
+from rheostat.runtime.snapshots import build_restores, encode_snapshot, write_snapshot
 
 
 def main(argv: list[str]) -> None:
@@ -141,14 +141,18 @@ class Worker:
         return False
 
     def _ship_snapshots(self) -> None:
-        """Serialise new snapshots here (a copy), upload them in the background, ack when done."""
+        """Serialise and upload new snapshots in the background; ack each when written.
+
+        The states operators hand out are immutable (Arrow tables, bytes, fresh
+        containers), so the task thread goes on processing while they are written.
+        """
         assert self.host is not None
         for snap in self.host.drain_snapshots():
-            blobs = encode_snapshot(snap)
             if snap.checkpoint_id == FINAL_CHECKPOINT:
+                blobs = encode_snapshot(snap)
                 self.control.send(("ack", snap.task_id, snap.checkpoint_id, (), blobs))
             else:
-                future = self.pool.submit(write_parts, self.store, snap.checkpoint_id, blobs)
+                future = self.pool.submit(write_snapshot, self.store, snap)
                 self.uploads.append((future, snap.task_id, snap.checkpoint_id))
         still = []
         for future, task_id, checkpoint_id in self.uploads:
