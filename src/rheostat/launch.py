@@ -19,6 +19,7 @@ from rheostat.api.durations import to_ms
 from rheostat.api.flow import Flow
 from rheostat.backends.base import Backend, RestoreFrom, RunConfig
 from rheostat.control.controller import Controller, JobResult, ProgressCallback, RestartPolicy
+from rheostat.control.tables import JobTables
 from rheostat.plan.errors import FlowError
 from rheostat.plan.keygroups import DEFAULT_MAX_PARALLELISM
 from rheostat.plan.physical import PhysicalPlan, lower
@@ -44,6 +45,7 @@ def run(
     resume: bool | str = False,
     allow_dropped_state: bool = False,
     tolerable_checkpoint_failures: int = 3,
+    tables: str | None = None,
 ) -> JobResult:
     """Run ``flow`` to completion (or until Ctrl-C) and return its result.
 
@@ -58,6 +60,9 @@ def run(
     checkpoint in ``checkpoint_dir`` (a stopped or crashed earlier run), ``resume="name"``
     from that savepoint; keyed state is redistributed if the parallelism changed. State of
     a step the flow no longer has is an error unless ``allow_dropped_state``.
+
+    The controller keeps the job's state as SQL tables: in memory (``result.sql(...)``),
+    or also in the SQLite file ``tables`` for other processes (``rheostat sql``).
     """
     flow.validate()
     check_serialisable(flow.steps)
@@ -93,8 +98,9 @@ def run(
         callback = TerminalProgress()
     else:
         callback = progress or None
+    job_tables = JobTables(tables, job=flow.name)
     return Controller(plan, backend_obj, config, callback, interval_s, restart,
-                      restore_from, tolerable_checkpoint_failures).run()
+                      restore_from, tolerable_checkpoint_failures, job_tables).run()
 
 
 def check_restorable(plan: PhysicalPlan, part_names: list[str], allow_dropped: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable
@@ -21,6 +22,8 @@ import click
 import cloudpickle
 
 from rheostat.api.flow import Flow
+from rheostat.control.tables import default_path as default_tables_path
+from rheostat.control.tables import query_file
 from rheostat.launch import run as run_flow
 from rheostat.observe.progress import TerminalProgress, summary
 from rheostat.plan.errors import FlowError
@@ -232,6 +235,7 @@ def run_command(
             workers=workers, progress=progress if progress is not None else False,
             checkpoint_interval=checkpoint_interval, checkpoint_dir=checkpoint_dir,
             resume=from_savepoint or resume, allow_dropped_state=allow_dropped_state,
+            tables=str(default_tables_path(flow.name)),
         )
     except KeyboardInterrupt:
         _close(progress)
@@ -264,6 +268,39 @@ def _close(progress: TerminalProgress | None) -> None:
 def mermaid_command(file: Path, flow_name: str | None, debug: bool) -> None:
     """Print the flow in FILE as a Mermaid diagram."""
     click.echo(_load(file, flow_name, debug).to_mermaid())
+
+
+@cli.command("jobs")
+def jobs_command() -> None:
+    """List the jobs run from this directory, with their state (from .rheostat/jobs/)."""
+    files = sorted(default_tables_path("x").parent.glob("*.sqlite"))
+    if not files:
+        click.echo("no jobs have run from this directory")
+    for path in files:
+        try:
+            (row,) = query_file(path, "select flow, state, restarts, started_at, ended_at "
+                                      "from jobs").to_pylist()
+        except Exception as exc:  # a file being created, or not ours
+            click.echo(f"{path.stem}: unreadable ({exc})")
+            continue
+        click.echo(f"{row['flow']}: {row['state']}, {row['restarts']} restarts")
+
+
+@cli.command("sql")
+@click.argument("job")
+@click.argument("query")
+def sql_command(job: str, query: str) -> None:
+    """Query JOB's tables (jobs, steps, tasks, key_groups, checkpoints, restarts, metrics),
+    also while it runs: rheostat sql hot-items "select * from checkpoints"."""
+    try:
+        table = query_file(default_tables_path(job), query)
+    except (FileNotFoundError, ValueError, sqlite3.Error) as exc:
+        raise CliError(f"{exc}") from exc
+    click.echo(table.to_pandas().to_string(index=False) if _has_pandas() else table)
+
+
+def _has_pandas() -> bool:
+    return importlib.util.find_spec("pandas") is not None
 
 
 @cli.command("checkpoints")

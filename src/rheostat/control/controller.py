@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from rheostat.backends.base import (
     Backend,
     CheckpointAck,
     CheckpointFailed,
     CompleteCheckpoint,
     Event,
+    MetricsReport,
     RestoreFrom,
     RunConfig,
     SinkData,
@@ -27,6 +30,7 @@ from rheostat.backends.base import (
 )
 from rheostat.control.checkpoints import CheckpointCoordinator, Completed
 from rheostat.control.job import JobStateMachine, Restart
+from rheostat.control.tables import JobTables
 from rheostat.plan.physical import PhysicalPlan, assign_workers
 from rheostat.runtime.errors import JobFailed
 from rheostat.runtime.messages import FINAL_CHECKPOINT
@@ -54,6 +58,14 @@ class JobResult:
     metrics: dict[str, TaskMetrics] = field(default_factory=dict)
     checkpoints: list[int] = field(default_factory=list)
     restarts: int = 0
+    tables: JobTables | None = None
+
+    def sql(self, query: str) -> pa.Table:
+        """Query the job's tables (jobs, steps, tasks, key_groups, checkpoints, restarts,
+        metrics), e.g. ``result.sql("select * from checkpoints")``."""
+        if self.tables is None:
+            raise RuntimeError("this result has no tables")
+        return self.tables.query(query)
 
     def counters(self) -> dict[str, int]:
         """Counters summed over tasks (``late``, ``skipped``, ``late_unconsumed``...)."""
@@ -92,6 +104,7 @@ class Controller:
         restart: RestartPolicy | None = None,
         restore: RestoreFrom | None = None,
         tolerable_checkpoint_failures: int = 3,
+        tables: JobTables | None = None,
     ) -> None:
         self.plan = plan
         self.backend = backend
@@ -108,11 +121,13 @@ class Controller:
             if config.store is not None else None
         )
         self._delivered: set[Any] = set()  # keys of committed sink transactions
+        self.tables = tables if tables is not None else JobTables(job=plan.flow_name)
 
     def run(self) -> JobResult:
         placement = assign_workers(self.plan, self.config.workers)
         started = time.monotonic()
         last_progress = started
+        self.tables.record_plan(self.plan, placement)
         self.backend.start(self.plan, placement, self.config, self.restore)
         try:
             while not self.job.is_final:
@@ -128,6 +143,7 @@ class Controller:
             raise
         finally:
             self._deliver(self.backend.stop())
+            self.tables.job_state(self.job.state, self.job.error)
         elapsed = time.monotonic() - started
         if self.on_progress:
             self.on_progress(self.plan, self.job.metrics, elapsed)
@@ -139,6 +155,7 @@ class Controller:
         return JobResult(
             self.plan.flow_name, self.job.state, elapsed, self.plan, self.job.metrics,
             list(self.checkpoints.completed) if self.checkpoints else [], self.job.restarts,
+            self.tables,
         )
 
     # --- events -----------------------------------------------------------------------
@@ -156,8 +173,12 @@ class Controller:
                         self._commit(done)
             elif isinstance(event, CheckpointFailed):
                 self._checkpoint_failed(event.checkpoint_id, event.reason)
+            elif isinstance(event, MetricsReport):
+                self.tables.metrics(event.tasks)
             was = self.job.state
             commands = self.job.handle(event)
+            if self.job.state != was:
+                self.tables.job_state(self.job.state, self.job.error)
             if was == "running" and self.job.state == "committing":
                 assert self.checkpoints is not None
                 self._commit(self.checkpoints.final())  # then every worker's sinks commit
@@ -197,6 +218,7 @@ class Controller:
             self._checkpoint_failed(stale, "timed out")
         checkpoint_id = self.checkpoints.due(now)
         if checkpoint_id is not None:
+            self.tables.checkpoint_triggered(checkpoint_id)
             self._send_all([TriggerCheckpoint(checkpoint_id)])
 
     def _commit(self, done: Completed) -> None:
@@ -211,6 +233,8 @@ class Controller:
             self._checkpoint_failed(done.checkpoint_id, f"{type(exc).__name__}: {exc}")
             return
         log.info("checkpoint %d complete", done.checkpoint_id)
+        self.tables.checkpoint_done(done.checkpoint_id, "completed", len(parts),
+                                    sum(getattr(p, "size", 0) for p in parts))
         notify = FINAL_CHECKPOINT if done.final else done.checkpoint_id
         self._send_all([CompleteCheckpoint(notify)])
 
@@ -220,6 +244,7 @@ class Controller:
         if verdict is None:
             return  # already counted (several tasks report the same failed checkpoint)
         log.warning("checkpoint %d failed: %s", checkpoint_id, reason)
+        self.tables.checkpoint_done(checkpoint_id, "failed", reason=reason)
         self.config.store.abort(checkpoint_id)
         if verdict:
             self._send_all(self.job.fail(RuntimeError(
@@ -245,6 +270,8 @@ class Controller:
             point = self.config.store.latest()
             if point is not None:
                 restore = RestoreFrom(point, point.job["parallelism"])
+        self.tables.restarted(command.attempt, command.reason,
+                              restore.point.checkpoint_id if restore else None)
         time.sleep(self.restart_policy.backoff_s)
         placement = assign_workers(self.plan, self.config.workers)
         self.backend.start(self.plan, placement, self.config, restore)
