@@ -7,7 +7,7 @@ keyed by the person id (``seller`` for auctions): per person the state is either
 person's name, city and state (once seen; kept for good, as Flink keeps both sides of a
 regular join) or the auctions waiting for that person (an auction can name a seller the
 generator has not created yet). Only people in the three states and auctions of category
-10 reach the keyed step, so it runs Python on about 1 % of the events.
+10 reach the keyed step, so it runs Python on about 2 % of the events.
 
 **q8** is a tumbling-window join: people who created an account and opened an auction in
 the same 10 s window. The auctions are first reduced to one row per seller and window

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import time
 from dataclasses import replace
@@ -74,6 +75,12 @@ class MemorySampler:
                 "workers_seen": len(self.hwm), "memory_samples": self.samples}
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's reaped children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_rss(pid: int) -> int:
     """The process's peak resident set (``VmHWM``), in bytes; 0 where /proc lacks it."""
     try:
@@ -96,16 +103,22 @@ def run_throughput(query: Query, cfg: NexmarkConfig, parallelism: int,
     sink = rs.sinks.null()
     out.sink("out", sink)
     sampler = MemorySampler()
+    load = os.getloadavg()[0]
+    before = _children_cpu()
     started = time.perf_counter()
     result = rs.run(flow, parallelism=parallelism, workers=workers, progress=sampler)
     elapsed = time.perf_counter() - started
+    cpu = _children_cpu() - before  # the workers, reaped by the backend when they stop
     source_rows = sum(result.rows_in(SOURCE_STEPS[k]) for k in query.kinds)
     counters = result.counters()
     return {
+        "load_average_before": round(load, 2),
         "elapsed_s": round(elapsed, 3),
         "source_rows": source_rows,
         "events_per_s": round(cfg.events / elapsed),
         "source_rows_per_s": round(source_rows / elapsed),
+        "worker_cpu_s": round(cpu, 3),
+        "events_per_cpu_s": round(cfg.events / cpu) if cpu > 0 else None,
         "rows_out": sink.rows,
         "late": counters.get("late", 0) + counters.get("late_dropped", 0),
         "counters": counters,
@@ -135,7 +148,9 @@ def run_limit(query: Query, cfg: NexmarkConfig, threads: list[int | None],
                            "tables_built_s": round(built, 2)}
     for n in threads:
         label = f"duckdb_{n}_thread" if n else "duckdb_default_threads"
+        cpu = time.process_time()
         seconds, result = timed_answer(query, tables, n, repeat)
+        out[f"{label}_cpu_s"] = round((time.process_time() - cpu) / repeat, 3)
         out[f"{label}_s"] = round(seconds, 3)
         out[f"{label}_rows_per_s"] = round(source_rows / seconds)
         out["duckdb_rows_out"] = result.num_rows
@@ -162,8 +177,10 @@ def run_latency(query: Query, cfg: NexmarkConfig, parallelism: int, rate: int,
     result = rs.run(flow, parallelism=parallelism, workers=workers)
     elapsed = time.perf_counter() - started
     source_rows = sum(result.rows_in(SOURCE_STEPS[k]) for k in query.kinds)
+    counters = result.counters()
     return {"rate": rate, "events": events, "batch_ms": batch_ms, "elapsed_s": round(elapsed, 2),
             "kept_up": elapsed < seconds + startup_s + 2, "source_rows": source_rows,
+            "late": counters.get("late", 0) + counters.get("late_dropped", 0),
             **sink.summary()}
 
 
@@ -172,6 +189,9 @@ def bench_query(query: Query, cfg: NexmarkConfig, args: argparse.Namespace) -> d
                               "parallelism": args.parallelism,
                               "first_event_rate": cfg.first_event_rate, "seed": cfg.seed}
     if not args.no_throughput:
+        # Start-up: the same query over 1,000 events (workers, imports, generator caches).
+        tiny = run_throughput(query, replace(cfg, events=1_000), args.parallelism, args.workers)
+        record["startup_s"], record["startup_cpu_s"] = tiny["elapsed_s"], tiny["worker_cpu_s"]
         runs = [run_throughput(query, cfg, args.parallelism, args.workers)
                 for _ in range(max(1, args.repeat))]
         median = sorted(runs, key=lambda r: r["elapsed_s"])[len(runs) // 2]
@@ -179,6 +199,7 @@ def bench_query(query: Query, cfg: NexmarkConfig, args: argparse.Namespace) -> d
         record["elapsed_all_s"] = [r["elapsed_s"] for r in runs]
         record["peak_rss_sum_mib"] = max(r["peak_rss_sum_mib"] for r in runs)
         record["peak_hwm_sum_mib"] = max(r["peak_hwm_sum_mib"] for r in runs)
+        record["events_per_cpu_s_all"] = [r["events_per_cpu_s"] for r in runs]
     if not args.no_limit:
         threads: list[int | None] = [1, None]
         record.update(run_limit(query, cfg, threads, args.limit_repeat))
@@ -187,6 +208,10 @@ def bench_query(query: Query, cfg: NexmarkConfig, args: argparse.Namespace) -> d
                           "generate_and_duckdb_1_thread"):
                 record[f"ratio_{label}"] = round(
                     record["source_rows_per_s"] / record[f"{label}_rows_per_s"], 3)
+            # Work per CPU second: robust when other jobs share the cores.
+            if record.get("events_per_cpu_s"):
+                record["cpu_ratio_duckdb_1_thread"] = round(
+                    record["events_per_cpu_s"] * record["duckdb_1_thread_cpu_s"] / cfg.events, 3)
             if query.changelog is None:
                 record["rows_out_match"] = record["rows_out"] == record["duckdb_rows_out"]
     if args.rate:
@@ -292,17 +317,18 @@ def table(records: list[dict[str, Any]]) -> str:
     def m(x: Any) -> str:
         return "-" if x is None else f"{x / 1e6:.2f} M"
 
-    head = ("| query | events | events/s | source rows/s | DuckDB 1 thr rows/s | "
-            "ratio | DuckDB all thr | ratio | generate + DuckDB 1 thr | ratio | "
-            "peak RSS (MiB) | latency p50 / p99 (ms) |")
-    lines = [head, "|" + "---|" * 12]
+    head = ("| query | events | events/s | source rows/s | events/CPU-s | DuckDB 1 thr rows/s "
+            "| ratio | DuckDB all thr | ratio | generate + DuckDB 1 thr | ratio "
+            "| peak RSS (MiB) | latency p50 / p99 (ms) |")
+    lines = [head, "|" + "---|" * 13]
     for r in records:
         lat = r.get("latency") or {}
         lat_s = (f"{lat.get('p50_ms')} / {lat.get('p99_ms')} @ {m(lat.get('rate'))}"
                  if lat.get("rows") else "-")
         lines.append(
-            f"| {r['query']} {r['title']} | {r['events'] / 1e6:g} M | {m(r.get('events_per_s'))} "
-            f"| {m(r.get('source_rows_per_s'))} | {m(r.get('duckdb_1_thread_rows_per_s'))} "
+            f"| {r['query']} {r['title']} | {r['events'] / 1e6:g} M "
+            f"| {m(r.get('events_per_s'))} | {m(r.get('source_rows_per_s'))} "
+            f"| {m(r.get('events_per_cpu_s'))} | {m(r.get('duckdb_1_thread_rows_per_s'))} "
             f"| {r.get('ratio_duckdb_1_thread', '-')} "
             f"| {m(r.get('duckdb_default_threads_rows_per_s'))} "
             f"| {r.get('ratio_duckdb_default_threads', '-')} "
