@@ -36,23 +36,28 @@ def local_hot_auctions(batch: pa.RecordBatch) -> pa.RecordBatch:
     return keep_max_per_group(batch, "window_end", "num")
 
 
-class HottestPerWindow(rs.KeyedProcess):
-    """Keyed by ``window_end``: keeps the largest count seen and the auctions with it,
-    and emits them when the window is complete (a timer at ``window_end - 1``, the
-    event time of the first stage's rows)."""
+class RowsWithMax(rs.KeyedProcess):
+    """Keyed by ``window_end``: keeps the largest ``column`` seen and every row with it,
+    and emits them when the watermark passes the window's last millisecond.
 
-    schema = pa.schema([("auction", pa.int64()), ("num", pa.int64()),
-                        ("window_start", MS), ("window_end", MS)])
+    ``window_ms`` None: the rows' event time is already ``window_end - 1`` (a window
+    step's output); else the window is the tumbling window of that size holding the row.
+    """
+
+    def __init__(self, column: str, schema: pa.Schema, window_ms: int | None = None) -> None:
+        self.column, self.schema, self.window_ms = column, schema, window_ms
 
     def process(self, key: Any, rows: list[dict], ctx: Any) -> None:
         best = ctx.state.get()
         if best is None:
-            ctx.register_timer(ctx.timestamp)  # every row of a window has _ts = end - 1
+            last = ctx.timestamp if self.window_ms is None else (
+                ctx.timestamp // self.window_ms * self.window_ms + self.window_ms - 1)
+            ctx.register_timer(last)
             best = [-1, []]
         for row in rows:
-            if row["num"] > best[0]:
-                best = [row["num"], [row]]
-            elif row["num"] == best[0]:
+            if row[self.column] > best[0]:
+                best = [row[self.column], [row]]
+            elif row[self.column] == best[0]:
                 best[1].append(row)
         ctx.state.set(best)
 
@@ -62,12 +67,16 @@ class HottestPerWindow(rs.KeyedProcess):
         return [] if best is None else best[1]
 
 
+Q5_SCHEMA = pa.schema([("auction", pa.int64()), ("num", pa.int64()),
+                       ("window_start", MS), ("window_end", MS)])
+
+
 def q5(streams: dict[str, rs.Stream], cfg: NexmarkConfig) -> rs.Stream:
     counts = (streams["bid"].key_by("auction")
               .window(rs.windows.sliding(size=Q5_SIZE_MS, slide=Q5_SLIDE_MS))
               .aggregate(num=rs.agg.count(), name="q5.counts"))
     return (counts.map_batches(local_hot_auctions, name="q5.local_max")
-            .key_by("window_end").process(HottestPerWindow(), name="q5.hottest"))
+            .key_by("window_end").process(RowsWithMax("num", Q5_SCHEMA), name="q5.hottest"))
 
 
 Q5_SQL = f"""
@@ -99,35 +108,15 @@ def local_highest_bids(batch: pa.RecordBatch) -> pa.RecordBatch:
         [*Q7_COLUMNS, EVENT_TIME])
 
 
-class HighestBids(rs.KeyedProcess):
-    """Keyed by ``window_end``: the highest price seen and the bids with it, emitted when
-    the watermark passes the window."""
-
-    schema = pa.schema([("auction", pa.int64()), ("price", pa.int64()),
-                        ("bidder", pa.int64()), ("date_time", MS), ("extra", pa.string()),
-                        ("window_end", MS)])
-
-    def process(self, key: Any, rows: list[dict], ctx: Any) -> None:
-        best = ctx.state.get()
-        if best is None:
-            ctx.register_timer(ctx.timestamp // Q7_SIZE_MS * Q7_SIZE_MS + Q7_SIZE_MS - 1)
-            best = [-1, []]
-        for row in rows:
-            if row["price"] > best[0]:
-                best = [row["price"], [row]]
-            elif row["price"] == best[0]:
-                best[1].append(row)
-        ctx.state.set(best)
-
-    def on_timer(self, key: Any, timestamp: int, ctx: Any) -> list[dict]:
-        best = ctx.state.get()
-        ctx.state.clear()
-        return [] if best is None else best[1]
+Q7_SCHEMA = pa.schema([("auction", pa.int64()), ("price", pa.int64()),
+                       ("bidder", pa.int64()), ("date_time", MS), ("extra", pa.string()),
+                       ("window_end", MS)])
 
 
 def q7(streams: dict[str, rs.Stream], cfg: NexmarkConfig) -> rs.Stream:
     return (streams["bid"].map_batches(local_highest_bids, name="q7.local_max")
-            .key_by("window_end").process(HighestBids(), name="q7.highest"))
+            .key_by("window_end").process(RowsWithMax("price", Q7_SCHEMA, Q7_SIZE_MS),
+                                          name="q7.highest"))
 
 
 Q7_SQL = f"""
