@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 
 from rheostat.plan.physical import PhysicalPlan
+from rheostat.runtime.host import TaskHost
+from rheostat.runtime.messages import FINAL_CHECKPOINT
 from rheostat.runtime.task import TaskMetrics
 
 
@@ -127,6 +129,17 @@ class CompleteCheckpoint:
 
 
 Command = StopWorker | TriggerCheckpoint | CompleteCheckpoint
+
+
+def carry_out(host: TaskHost, command: Command) -> bool:
+    """A checkpoint command on a worker's tasks (every backend's workers do the same);
+    True when it committed the job's final checkpoint, which the controller must hear."""
+    if isinstance(command, TriggerCheckpoint):
+        host.trigger_checkpoint(command.checkpoint_id)
+    elif isinstance(command, CompleteCheckpoint):
+        host.checkpoint_complete(command.checkpoint_id)
+        return command.checkpoint_id == FINAL_CHECKPOINT
+    return False
 
 
 class Backend(ABC):

@@ -15,7 +15,6 @@ from rheostat.backends.base import (
     CheckpointAck,
     CheckpointFailed,
     Command,
-    CompleteCheckpoint,
     Event,
     FinalCommitted,
     MetricsReport,
@@ -24,7 +23,7 @@ from rheostat.backends.base import (
     SinkData,
     TaskFailed,
     TaskFinished,
-    TriggerCheckpoint,
+    carry_out,
 )
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.runtime.channels import LocalChannel
@@ -63,12 +62,8 @@ class InlineBackend(Backend):
         if self._host is None:
             return
         try:
-            if isinstance(command, TriggerCheckpoint):
-                self._host.trigger_checkpoint(command.checkpoint_id)
-            elif isinstance(command, CompleteCheckpoint):
-                self._host.checkpoint_complete(command.checkpoint_id)
-                if command.checkpoint_id == FINAL_CHECKPOINT:
-                    self._pending.append(FinalCommitted(0))
+            if carry_out(self._host, command):
+                self._pending.append(FinalCommitted(0))
         except TaskCrashed as crash:
             self._pending.append(TaskFailed(crash.task_id, crash.error))
         # StopWorker: the controller stops polling; nothing runs in between

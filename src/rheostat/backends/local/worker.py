@@ -24,7 +24,7 @@ from typing import Any
 import cloudpickle
 import pyarrow as pa
 
-from rheostat.backends.base import CompleteCheckpoint, StopWorker, TriggerCheckpoint
+from rheostat.backends.base import StopWorker, carry_out
 from rheostat.backends.local.links import Link, RemoteInput, RemoteOutput, encode_batch
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.runtime.channels import InputEndpoint, LocalChannel, OutputEndpoint
@@ -130,12 +130,8 @@ class Worker:
             if self.host is None:
                 continue
             try:
-                if isinstance(command, TriggerCheckpoint):
-                    self.host.trigger_checkpoint(command.checkpoint_id)
-                elif isinstance(command, CompleteCheckpoint):
-                    self.host.checkpoint_complete(command.checkpoint_id)
-                    if command.checkpoint_id == FINAL_CHECKPOINT:
-                        self.control.send(("committed", self.worker))
+                if carry_out(self.host, command):
+                    self.control.send(("committed", self.worker))
             except TaskCrashed as crash:
                 _report_failure(self.control, crash.task_id, crash.error)
         return False
