@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Literal
 
 from rheostat.api.checks import check_serialisable
@@ -19,6 +20,7 @@ from rheostat.api.durations import to_ms
 from rheostat.api.flow import Flow
 from rheostat.backends.base import Backend, RestoreFrom, RunConfig
 from rheostat.control.controller import Controller, JobResult, ProgressCallback, RestartPolicy
+from rheostat.control.http_api import HttpApiSettings
 from rheostat.control.tables import JobTables
 from rheostat.plan.errors import FlowError
 from rheostat.plan.keygroups import DEFAULT_MAX_PARALLELISM
@@ -46,6 +48,9 @@ def run(
     allow_dropped_state: bool = False,
     tolerable_checkpoint_failures: int = 3,
     tables: str | None = None,
+    http_port: int | None = None,
+    http_host: str = "127.0.0.1",
+    http_tokens: Mapping[str, str] | None = None,
 ) -> JobResult:
     """Run ``flow`` to completion (or until Ctrl-C) and return its result.
 
@@ -63,6 +68,14 @@ def run(
 
     The controller keeps the job's state as SQL tables: in memory (``result.sql(...)``),
     or also in the SQLite file ``tables`` for other processes (``rheostat sql``).
+
+    ``http_port`` (0: any free port) serves the job's HTTP API on ``http_host`` while it
+    runs: ``GET /v1/job``, ``GET /v1/sql?q=...``, ``GET /metrics`` (Prometheus) and
+    ``POST /v1/savepoint``. Requests need ``Authorization: Bearer <token>``: the admin
+    token, or the read-only token (GETs only). The tokens are random unless given in
+    ``http_tokens`` (``{"admin": ..., "read": ...}``); with a ``tables`` file they are
+    written next to it as ``<flow>.tokens.json`` (mode 0600) while the job runs, and
+    ``result.http`` holds them and the URL.
     """
     flow.validate()
     check_serialisable(flow.steps)
@@ -98,9 +111,14 @@ def run(
         callback = TerminalProgress()
     else:
         callback = progress or None
+    http = None
+    if http_port is not None:
+        if not 0 <= http_port <= 65535:
+            raise ValueError(f"http_port must be 0..65535, got {http_port!r}")
+        http = HttpApiSettings(http_port, http_host, http_tokens)
     job_tables = JobTables(tables, job=flow.name)
     return Controller(plan, backend_obj, config, callback, interval_s, restart,
-                      restore_from, tolerable_checkpoint_failures, job_tables).run()
+                      restore_from, tolerable_checkpoint_failures, job_tables, http).run()
 
 
 def check_restorable(plan: PhysicalPlan, part_names: list[str], allow_dropped: bool) -> None:

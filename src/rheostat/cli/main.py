@@ -216,12 +216,15 @@ def cli() -> None:
               help="Start from the named savepoint in --checkpoint-dir.")
 @click.option("--allow-dropped-state", is_flag=True,
               help="Resume even if the checkpoint holds state of steps the flow no longer has.")
+@click.option("--http-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Serve the job's HTTP API on 127.0.0.1:PORT (0: any free port); its URL "
+              "and tokens are in .rheostat/jobs/<flow>.tokens.json while the job runs.")
 @_debug_option
 def run_command(
     file: Path, flow_name: str | None, parallelism: int, workers: int | None,
     backend: str, no_progress: bool, checkpoint_interval: str | None,
     checkpoint_dir: str | None, resume: bool, from_savepoint: str | None,
-    allow_dropped_state: bool, debug: bool,
+    allow_dropped_state: bool, http_port: int | None, debug: bool,
 ) -> None:
     """Run the flow defined in FILE to completion (Ctrl-C stops it)."""
     try:
@@ -229,13 +232,18 @@ def run_command(
     except KeyboardInterrupt:
         _interrupted(f"Interrupted (Ctrl-C) while loading {file}; nothing ran.")
     progress = None if no_progress else TerminalProgress()
+    tables_path = default_tables_path(flow.name)
+    if http_port is not None:
+        tokens = tables_path.parent / f"{flow.name}.tokens.json"
+        click.echo(f"HTTP API: its URL and tokens are in {tokens} while the job runs",
+                   err=True)
     try:
         result = run_flow(
             flow, parallelism=parallelism, backend=backend,  # type: ignore[arg-type]
             workers=workers, progress=progress if progress is not None else False,
             checkpoint_interval=checkpoint_interval, checkpoint_dir=checkpoint_dir,
             resume=from_savepoint or resume, allow_dropped_state=allow_dropped_state,
-            tables=str(default_tables_path(flow.name)),
+            tables=str(tables_path), http_port=http_port,
         )
     except KeyboardInterrupt:
         _close(progress)

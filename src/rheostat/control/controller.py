@@ -29,9 +29,19 @@ from rheostat.backends.base import (
     TriggerCheckpoint,
 )
 from rheostat.control.checkpoints import CheckpointCoordinator, Completed
+from rheostat.control.http_api import (
+    ApiError,
+    ApiRequest,
+    HttpApi,
+    HttpApiInfo,
+    HttpApiSettings,
+    JobSnapshot,
+    snapshot_metrics,
+)
 from rheostat.control.job import JobStateMachine, Restart
 from rheostat.control.tables import JobTables
 from rheostat.plan.physical import PhysicalPlan, assign_workers
+from rheostat.runtime.checkpoint import CheckpointError
 from rheostat.runtime.errors import JobFailed
 from rheostat.runtime.messages import FINAL_CHECKPOINT
 from rheostat.runtime.task import TaskMetrics
@@ -59,6 +69,7 @@ class JobResult:
     checkpoints: list[int] = field(default_factory=list)
     restarts: int = 0
     tables: JobTables | None = None
+    http: HttpApiInfo | None = None  # where the job's HTTP API listened, and its tokens
 
     def sql(self, query: str) -> pa.Table:
         """Query the job's tables (jobs, steps, tasks, key_groups, checkpoints, restarts,
@@ -105,6 +116,7 @@ class Controller:
         restore: RestoreFrom | None = None,
         tolerable_checkpoint_failures: int = 3,
         tables: JobTables | None = None,
+        http: HttpApiSettings | None = None,
     ) -> None:
         self.plan = plan
         self.backend = backend
@@ -122,6 +134,8 @@ class Controller:
         )
         self._delivered: set[Any] = set()  # keys of committed sink transactions
         self.tables = tables if tables is not None else JobTables(job=plan.flow_name)
+        self.http_settings = http
+        self.api: HttpApi | None = None
 
     def run(self) -> JobResult:
         placement = assign_workers(self.plan, self.config.workers)
@@ -130,10 +144,12 @@ class Controller:
         self.tables.record_plan(self.plan, placement)
         self.backend.start(self.plan, placement, self.config, self.restore)
         try:
+            self._start_api()
             while not self.job.is_final:
                 self._handle(self.backend.events(timeout=0.05))
                 if self.job.state == "running":
                     self._maybe_trigger()
+                self._serve_api()
                 now = time.monotonic()
                 if self.on_progress and now - last_progress >= self.config.metrics_interval_s:
                     last_progress = now
@@ -142,8 +158,12 @@ class Controller:
             self._send_all(self.job.cancel())
             raise
         finally:
-            self._deliver(self.backend.stop())
-            self.tables.job_state(self.job.state, self.job.error)
+            try:
+                self._deliver(self.backend.stop())
+                self.tables.job_state(self.job.state, self.job.error)
+            finally:
+                if self.api is not None:
+                    self.api.close()
         elapsed = time.monotonic() - started
         if self.on_progress:
             self.on_progress(self.plan, self.job.metrics, elapsed)
@@ -155,8 +175,72 @@ class Controller:
         return JobResult(
             self.plan.flow_name, self.job.state, elapsed, self.plan, self.job.metrics,
             list(self.checkpoints.completed) if self.checkpoints else [], self.job.restarts,
-            self.tables,
+            self.tables, self.api.info if self.api is not None else None,
         )
+
+    # --- the HTTP API -----------------------------------------------------------------
+
+    def _start_api(self) -> None:
+        if self.http_settings is None:
+            return
+        tokens_dir = self.tables.path.parent if self.tables.path is not None else None
+        self._task_chains = {c.task_id(i): (c.chain_id, ",".join(c.steps))
+                             for c in self.plan.chains for i in range(c.parallelism)}
+        self.api = HttpApi(self.tables, self.http_settings, tokens_dir)
+        self._publish()
+        try:
+            self.api.start(self.plan.flow_name)
+        except BaseException:
+            self.api.close()
+            self.api = None
+            raise
+
+    def _publish(self) -> None:
+        assert self.api is not None
+        chains = self._task_chains
+        metrics = {t: TaskMetrics() for t in chains}  # every task, reported yet or not
+        metrics.update(snapshot_metrics(self.job.metrics))
+        self.api.publish(JobSnapshot(
+            self.plan.flow_name, self.job.state, self.job.restarts,
+            tuple(self.checkpoints.completed) if self.checkpoints else (), metrics, chains,
+        ))
+
+    def _serve_api(self) -> None:
+        """Publish what the API reads, and serve the changes it asks for."""
+        if self.api is None:
+            return
+        self._publish()
+        for request in self.api.pending():
+            if not request.reply.set_running_or_notify_cancel():
+                continue  # its HTTP thread gave up waiting
+            try:
+                request.reply.set_result(self._api_request(request))
+            except Exception as exc:
+                request.reply.set_exception(exc)
+
+    def _api_request(self, request: ApiRequest) -> Any:
+        if request.kind == "savepoint":
+            return self._savepoint(request.args["name"])
+        raise ApiError(400, f"unknown request {request.kind!r}")
+
+    def _savepoint(self, name: str) -> dict[str, Any]:
+        """Keep the newest complete checkpoint of this run as savepoint ``name``."""
+        if self.checkpoints is None or self.config.store is None:
+            raise ApiError(409, f"job {self.plan.flow_name!r} takes no checkpoints, so it "
+                                "cannot take a savepoint (run it with a checkpoint interval)")
+        if not self.checkpoints.completed:
+            raise ApiError(409, "no checkpoint has completed yet; try again after the first "
+                                "one (see GET /v1/job)")
+        checkpoint_id = self.checkpoints.completed[-1]
+        store = self.config.store
+        try:
+            store.promote_to_savepoint(checkpoint_id, name)
+        except CheckpointError as exc:
+            raise ApiError(409, f"cannot keep checkpoint {checkpoint_id} as savepoint "
+                                f"{name!r}: {exc}") from None
+        log.info("savepoint %r holds checkpoint %d", name, checkpoint_id)
+        return {"savepoint": name, "checkpoint_id": checkpoint_id,
+                "path": store.savepoint_path(name)}
 
     # --- events -----------------------------------------------------------------------
 
