@@ -10,9 +10,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from key_group_split import feed_split_by_parity
 
 from rheostat.plan.logical import JoinStep, Sliding, Tumbling, WindowSpec
-from rheostat.runtime.keys import key_groups
 from rheostat.runtime.messages import MAX_WATERMARK
 from rheostat.runtime.operator import OPERATORS, OperatorContext
 from rheostat.runtime.operators.join import IntervalJoin, Join, WindowJoin
@@ -262,16 +262,7 @@ def test_snapshot_restore_split_by_key_group_gives_the_same_output(step: JoinSte
     first.drop_state(range(1, MAXP, 2))
     assert first.buffered_rows == (0, 0)
 
-    for kind, item in evs[half:]:
-        if kind == "W":
-            run(a, [(kind, item)], end=False)
-            run(b, [(kind, item)], end=False)
-            continue
-        groups = key_groups(item, ("k",), MAXP)
-        for op, parity in ((a, 0), (b, 1)):
-            part = item.filter(pa.array(groups % 2 == parity))
-            if part.num_rows:
-                run(op, [(kind, part)], end=False)
+    feed_split_by_parity(evs[half:], a, b, run, MAXP)
     run(a, [])
     run(b, [])
     assert rows_of(first_out + a_out + b_out) == rows_of(straight_out)

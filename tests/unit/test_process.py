@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from key_group_split import feed_split_by_parity
 
 from rheostat.api.process import KeyedProcess, ProcessContext, as_keyed_process, stateful_map
 from rheostat.plan.logical import KeyedProcessStep
-from rheostat.runtime.keys import key_groups
 from rheostat.runtime.messages import MAX_WATERMARK
 from rheostat.runtime.operator import OPERATORS, OperatorContext
 from rheostat.runtime.operators.process import KeyedProcessOperator
@@ -223,16 +223,7 @@ def test_snapshot_restore_split_by_key_group_gives_the_same_output() -> None:
     first.drop_state(range(1, MAXP, 2))
     assert first.snapshot_state() == {}
 
-    for kind, item in evs[half:]:
-        if kind == "W":
-            run(a, [(kind, item)], end=False)
-            run(b, [(kind, item)], end=False)
-            continue
-        groups = key_groups(item, ("k",), MAXP)
-        for op, parity in ((a, 0), (b, 1)):
-            part = item.filter(pa.array(groups % 2 == parity))
-            if part.num_rows:
-                run(op, [(kind, part)], end=False)
+    feed_split_by_parity(evs[half:], a, b, run, MAXP)
     run(a, [])
     run(b, [])
     n_first = len(first_out)

@@ -1,8 +1,9 @@
-"""Testing helpers users need as much as we do: an in-memory source and fault sentinels.
+"""Testing helpers users need as much as we do: an in-memory, replayable source.
 
 >>> src = rows([{"k": "a"}, {"k": "b"}], batch_size=1)
->>> [b.num_rows for b in src.open(src.splits(1)[0]).__iter__()]
-[1, 1]
+>>> reader = src.open(src.splits(1)[0])
+>>> reader.read().num_rows, reader.read().num_rows, reader.read()
+(1, 1, None)
 """
 
 from rheostat.testing.source import rows

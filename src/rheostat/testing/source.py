@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from rheostat.runtime.io import Source, SourceReader
-
-
-class _RowsReader(SourceReader):
-    def __init__(self, batches: list[pa.RecordBatch], position: int | None) -> None:
-        self._batches = batches
-        self._next = position or 0
-
-    def read(self) -> pa.RecordBatch | None:
-        if self._next >= len(self._batches):
-            return None
-        self._next += 1
-        return self._batches[self._next - 1]
-
-    def position(self) -> int:
-        return self._next
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        while (b := self.read()) is not None:
-            yield b
+from rheostat.runtime.io import ListReader, Source
 
 
 class RowsSource(Source):
@@ -48,11 +29,11 @@ class RowsSource(Source):
 
     def open(
         self, split: tuple[int, int], position: Any = None, batch_size: int = 0
-    ) -> _RowsReader:
+    ) -> ListReader:
         start, stop = split
         part = self.table.slice(start, stop - start)
         batches = [b for b in part.to_batches(max_chunksize=self.batch_size) if b.num_rows]
-        return _RowsReader(batches, position)
+        return ListReader(batches, position)
 
 
 def rows(
