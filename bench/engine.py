@@ -25,8 +25,8 @@ CASES = {
     "currency": "select auction, bidder, price * 0.908 as price, date_time from bids",
     "sliding_count": """
         with w as (select auction,
-          unnest(range(epoch_ms(date_time) // 2000 * 2000 - 8000,
-                       epoch_ms(date_time) // 2000 * 2000 + 1, 2000)) as ws from bids)
+          unnest(range(epoch_ms(date_time::timestamp) // 2000 * 2000 - 8000,
+                       epoch_ms(date_time::timestamp) // 2000 * 2000 + 1, 2000)) as ws from bids)
         select auction, ws, count(*) as bids from w group by all""",
 }
 

@@ -64,7 +64,7 @@ def test_the_data_exercises_the_queries(tables, expected):
     bid, auction = tables["bid"], tables["auction"]  # noqa: F841 - read by DuckDB
     gaps = duckdb.sql("""
         select count(*) filter (where d = 10000), count(*) filter (where d > 10000)
-        from (select epoch_ms(date_time) - lag(epoch_ms(date_time))
+        from (select epoch_ms(date_time::timestamp) - lag(epoch_ms(date_time::timestamp))
                      over (partition by bidder order by date_time) as d from bid)""").fetchall()
     assert gaps[0][0] >= 1 and gaps[0][1] > 100  # a gap of exactly 10 s; many sessions
     longest = pc.max(pc.subtract(auction["expires"].cast("int64"),

@@ -118,9 +118,10 @@ def q8(streams: dict[str, rs.Stream], cfg: NexmarkConfig) -> rs.Stream:
 
 
 Q8_SQL = f"""
-with p as (select distinct id, name, epoch_ms(date_time) // {Q8_SIZE_MS} * {Q8_SIZE_MS} as ws
+with p as (select distinct id, name,
+                  epoch_ms(date_time::timestamp) // {Q8_SIZE_MS} * {Q8_SIZE_MS} as ws
            from person),
-a as (select distinct seller, epoch_ms(date_time) // {Q8_SIZE_MS} * {Q8_SIZE_MS} as ws
+a as (select distinct seller, epoch_ms(date_time::timestamp) // {Q8_SIZE_MS} * {Q8_SIZE_MS} as ws
       from auction)
 select p.id, p.name, p.ws as window_start, p.ws + {Q8_SIZE_MS} as window_end
 from p join a on p.id = a.seller and p.ws = a.ws

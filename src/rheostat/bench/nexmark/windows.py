@@ -82,9 +82,9 @@ def q5(streams: dict[str, rs.Stream], cfg: NexmarkConfig) -> rs.Stream:
 Q5_SQL = f"""
 with w as (
   select auction,
-         unnest(range(epoch_ms(date_time) // {Q5_SLIDE_MS} * {Q5_SLIDE_MS}
+         unnest(range(epoch_ms(date_time::timestamp) // {Q5_SLIDE_MS} * {Q5_SLIDE_MS}
                         - {Q5_SIZE_MS - Q5_SLIDE_MS},
-                      epoch_ms(date_time) // {Q5_SLIDE_MS} * {Q5_SLIDE_MS} + 1,
+                      epoch_ms(date_time::timestamp) // {Q5_SLIDE_MS} * {Q5_SLIDE_MS} + 1,
                       {Q5_SLIDE_MS})) as ws
   from bid),
 auction_bids as (select auction, ws, count(*) as num from w group by auction, ws),
@@ -120,7 +120,7 @@ def q7(streams: dict[str, rs.Stream], cfg: NexmarkConfig) -> rs.Stream:
 
 
 Q7_SQL = f"""
-with b as (select *, epoch_ms(date_time) // {Q7_SIZE_MS} * {Q7_SIZE_MS} as ws from bid),
+with b as (select *, epoch_ms(date_time::timestamp) // {Q7_SIZE_MS} * {Q7_SIZE_MS} as ws from bid),
 m as (select ws, max(price) as maxprice from b group by ws)
 select b.auction, b.price, b.bidder, b.date_time, b.extra, b.ws + {Q7_SIZE_MS} as window_end
 from b join m on b.ws = m.ws and b.price = m.maxprice
@@ -139,7 +139,7 @@ def q11(streams: dict[str, rs.Stream], cfg: NexmarkConfig) -> rs.Stream:
 # A bid joins its bidder's session when it comes at most the gap after the previous one
 # (Flink's rule: the windows [t, t + gap) of two bids merge when they touch).
 Q11_SQL = f"""
-with s as (select bidder, epoch_ms(date_time) as ts from bid),
+with s as (select bidder, epoch_ms(date_time::timestamp) as ts from bid),
 g as (select *, case when ts - lag(ts) over (partition by bidder order by ts) <= {Q11_GAP_MS}
                      then 0 else 1 end as fresh from s),
 h as (select *, sum(fresh) over (partition by bidder order by ts) as sid from g)
