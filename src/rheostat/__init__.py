@@ -9,26 +9,43 @@ from rheostat.api import agg, windows
 from rheostat.api.flow import Flow, KeyedStream, Stream, WindowedStream
 from rheostat.api.process import KeyedProcess, ProcessContext, stateful_map
 from rheostat.control.controller import JobResult, RestartPolicy
-from rheostat.launch import run
+from rheostat.control.handle import Job
+from rheostat.launch import run, start
 from rheostat.plan.errors import FlowError
+from rheostat.plan.reconfig import (
+    MoveKeyGroups,
+    Place,
+    ReconfigError,
+    Rescale,
+    SetKnob,
+    UpdateFunction,
+)
 from rheostat.runtime.errors import JobFailed, UserFunctionError
 
 __all__ = [
     "Flow",
     "FlowError",
+    "Job",
     "JobFailed",
     "JobResult",
     "KeyedProcess",
     "KeyedStream",
+    "MoveKeyGroups",
+    "Place",
     "ProcessContext",
+    "ReconfigError",
+    "Rescale",
     "RestartPolicy",
+    "SetKnob",
     "Stream",
+    "UpdateFunction",
     "UserFunctionError",
     "WindowedStream",
     "agg",
     "run",
     "sinks",
     "sources",
+    "start",
     "stateful_map",
     "testing",
     "windows",

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from rheostat.api.checks import check_serialisable
 from rheostat.api.durations import to_ms
 from rheostat.api.flow import Flow
 from rheostat.backends.base import Backend, RestoreFrom, RunConfig
 from rheostat.control.controller import Controller, JobResult, ProgressCallback, RestartPolicy
+from rheostat.control.handle import Job
 from rheostat.control.http_api import HttpApiSettings
 from rheostat.control.tables import JobTables
 from rheostat.plan.errors import FlowError
@@ -31,7 +32,54 @@ from rheostat.runtime.snapshots import TASK_PART
 BackendName = Literal["local", "inline", "ray"]
 
 
-def run(
+def run(flow: Flow, **options: Any) -> JobResult:
+    """Run ``flow`` to completion (or until Ctrl-C) and return its result.
+
+    ``backend="local"`` runs worker processes on this machine (``workers`` of them, by
+    default one per core, at most ``parallelism``); ``"inline"`` runs every task in this
+    process in a fixed order (deterministic, for tests and debugging).
+
+    ``checkpoint_interval`` (e.g. ``"1s"``) turns on aligned checkpoints, kept in
+    ``checkpoint_dir`` (a directory or fsspec URL; default ``.rheostat/checkpoints/<flow>``).
+    A failed task or worker then restarts the job from the latest complete checkpoint
+    (``restart``: 3 attempts by default). ``resume=True`` starts from the latest
+    checkpoint in ``checkpoint_dir`` (a stopped or crashed earlier run), ``resume="name"``
+    from that savepoint; keyed state is redistributed if the parallelism changed. State of
+    a step the flow no longer has is an error unless ``allow_dropped_state``.
+
+    The controller keeps the job's state as SQL tables: in memory (``result.sql(...)``),
+    or also in the SQLite file ``tables`` for other processes (``rheostat sql``).
+
+    ``http_port`` (0: any free port) serves the job's HTTP API on ``http_host`` while it
+    runs: ``GET /v1/job``, ``GET /v1/sql?q=...``, ``GET /metrics`` (Prometheus),
+    ``POST /v1/savepoint`` and ``POST /v1/reconfigure``. Requests need
+    ``Authorization: Bearer <token>``: the admin token, or the read-only token (GETs
+    only). The tokens are random unless given in ``http_tokens`` (``{"admin": ...,
+    "read": ...}``); with a ``tables`` file they are written next to it as
+    ``<flow>.tokens.json`` (mode 0600) while the job runs, and ``result.http`` holds them
+    and the URL.
+
+    To change the job while it runs, use :func:`start` instead.
+    """
+    return controller_for(flow, **options).run()
+
+
+def start(flow: Flow, **options: Any) -> Job:
+    """Start ``flow`` in the background (options as for :func:`run`) and return its
+    :class:`Job`, which reconfigures it while it runs.
+
+    >>> import rheostat as rs
+    >>> flow = rs.Flow("doc_start")
+    >>> out = rs.sinks.collect()
+    >>> flow.source("n", rs.testing.rows([{"x": 1}])).sink("out", out)
+    >>> job = rs.start(flow, backend="inline")
+    >>> job.wait().state
+    'finished'
+    """
+    return Job(controller_for(flow, **options))
+
+
+def controller_for(
     flow: Flow,
     *,
     parallelism: int = 1,
@@ -51,32 +99,8 @@ def run(
     http_port: int | None = None,
     http_host: str = "127.0.0.1",
     http_tokens: Mapping[str, str] | None = None,
-) -> JobResult:
-    """Run ``flow`` to completion (or until Ctrl-C) and return its result.
-
-    ``backend="local"`` runs worker processes on this machine (``workers`` of them, by
-    default one per core, at most ``parallelism``); ``"inline"`` runs every task in this
-    process in a fixed order (deterministic, for tests and debugging).
-
-    ``checkpoint_interval`` (e.g. ``"1s"``) turns on aligned checkpoints, kept in
-    ``checkpoint_dir`` (a directory or fsspec URL; default ``.rheostat/checkpoints/<flow>``).
-    A failed task or worker then restarts the job from the latest complete checkpoint
-    (``restart``: 3 attempts by default). ``resume=True`` starts from the latest
-    checkpoint in ``checkpoint_dir`` (a stopped or crashed earlier run), ``resume="name"``
-    from that savepoint; keyed state is redistributed if the parallelism changed. State of
-    a step the flow no longer has is an error unless ``allow_dropped_state``.
-
-    The controller keeps the job's state as SQL tables: in memory (``result.sql(...)``),
-    or also in the SQLite file ``tables`` for other processes (``rheostat sql``).
-
-    ``http_port`` (0: any free port) serves the job's HTTP API on ``http_host`` while it
-    runs: ``GET /v1/job``, ``GET /v1/sql?q=...``, ``GET /metrics`` (Prometheus) and
-    ``POST /v1/savepoint``. Requests need ``Authorization: Bearer <token>``: the admin
-    token, or the read-only token (GETs only). The tokens are random unless given in
-    ``http_tokens`` (``{"admin": ..., "read": ...}``); with a ``tables`` file they are
-    written next to it as ``<flow>.tokens.json`` (mode 0600) while the job runs, and
-    ``result.http`` holds them and the URL.
-    """
+) -> Controller:
+    """The controller that will run ``flow`` (see :func:`run` for the options)."""
     flow.validate()
     check_serialisable(flow.steps)
     plan = lower(flow.steps, parallelism, max_parallelism, flow.name)
@@ -118,7 +142,7 @@ def run(
         http = HttpApiSettings(http_port, http_host, http_tokens)
     job_tables = JobTables(tables, job=flow.name)
     return Controller(plan, backend_obj, config, callback, interval_s, restart,
-                      restore_from, tolerable_checkpoint_failures, job_tables, http).run()
+                      restore_from, tolerable_checkpoint_failures, job_tables, http)
 
 
 def check_restorable(plan: PhysicalPlan, part_names: list[str], allow_dropped: bool) -> None:

@@ -18,7 +18,9 @@ Building a flow runs nothing: each method appends one frozen step (see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import inspect
+import keyword
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -200,30 +202,39 @@ class Stream:
     def map(
         self, fn: Callable[[dict], dict], *, name: str | None = None,
         on_error: ErrorPolicy = "fail", parallelism: int | None = None,
+        knobs: Mapping[str, Any] | None = None,
     ) -> Stream:
         """Apply ``fn`` to every row (a dict), which returns the new row.
 
-        Python runs once per row: prefer :meth:`map_batches` on hot paths.
+        Python runs once per row: prefer :meth:`map_batches` on hot paths. ``knobs``
+        declares settings a running job may change (``rheostat knob``): ``{name: initial
+        value}`` with JSON scalar values; ``fn`` then gets them as keyword arguments,
+        ``fn(row, **knobs)`` (likewise for :meth:`filter`, :meth:`flat_map` and
+        :meth:`map_batches`).
         """
-        return self._map(fn, "map", name, on_error, parallelism)
+        return self._map(fn, "map", name, on_error, parallelism, knobs)
 
     def filter(
         self, fn: Callable[[dict], bool], *, name: str | None = None,
         on_error: ErrorPolicy = "fail", parallelism: int | None = None,
+        knobs: Mapping[str, Any] | None = None,
     ) -> Stream:
         """Keep the rows for which ``fn(row)`` is true."""
-        return replace(self._map(fn, "filter", name, on_error, parallelism), columns=self.columns)
+        return replace(self._map(fn, "filter", name, on_error, parallelism, knobs),
+                       columns=self.columns)
 
     def flat_map(
         self, fn: Callable[[dict], Iterable[dict]], *, name: str | None = None,
         on_error: ErrorPolicy = "fail", parallelism: int | None = None,
+        knobs: Mapping[str, Any] | None = None,
     ) -> Stream:
         """Replace every row by the rows ``fn(row)`` yields (zero or more)."""
-        return self._map(fn, "flat_map", name, on_error, parallelism)
+        return self._map(fn, "flat_map", name, on_error, parallelism, knobs)
 
     def map_batches(
         self, fn: Callable[[Any], Any], *, name: str | None = None,
         on_error: ErrorPolicy = "fail", parallelism: int | None = None,
+        knobs: Mapping[str, Any] | None = None,
     ) -> Stream:
         """Apply ``fn`` to whole ``pyarrow.RecordBatch`` es; it returns a RecordBatch or Table.
 
@@ -231,18 +242,25 @@ class Stream:
         A timestamped batch carries the hidden ``_ts`` column; filtering or slicing keeps it,
         and an output with as many rows as the input gets it back automatically.
         """
-        return self._map(fn, "map_batches", name, on_error, parallelism)
+        return self._map(fn, "map_batches", name, on_error, parallelism, knobs)
 
     def _map(
-        self, fn: Any, mode: str, name: str | None, on_error: str, parallelism: int | None
+        self, fn: Any, mode: str, name: str | None, on_error: str, parallelism: int | None,
+        knobs: Mapping[str, Any] | None = None,
     ) -> Stream:
         if not callable(fn):
             raise FlowError(f"{mode}(...) on {self.port}: expected a function, got {fn!r}")
         if on_error not in _ERROR_POLICIES:
             raise FlowError(f"on_error must be one of {_ERROR_POLICIES}, got {on_error!r}")
         step_id = name or self.flow._fresh_id(f"{self.port.step_id}.{mode}")
+        declared = check_knobs(step_id, knobs)
+        missing = missing_knob_parameters(fn, declared)
+        if missing:
+            raise FlowError(f"step {step_id!r}: its function takes no parameter for knob(s) "
+                            f"{missing}; it is called as fn(input, **knobs), so add them "
+                            "(or **knobs) to its parameters")
         step = MapStep(step_id, (self._input(),), parallelism=parallelism, fn=fn,
-                       mode=mode, on_error=on_error)  # type: ignore[arg-type]
+                       mode=mode, on_error=on_error, knobs=declared)  # type: ignore[arg-type]
         self.flow._add(step)
         return Stream(self.flow, Port(step_id), None, self.timestamped)
 
@@ -356,14 +374,21 @@ class KeyedStream(Stream):
         self._need_event_time("window")
         return WindowedStream(self, window, to_ms(allowed_lateness, "allowed_lateness"))
 
-    def process(self, fn: Any, *, name: str | None = None) -> Stream:
-        """Run per-key logic with state and event-time timers (a ``rs.KeyedProcess``)."""
+    def process(
+        self, fn: Any, *, name: str | None = None, knobs: Mapping[str, Any] | None = None,
+    ) -> Stream:
+        """Run per-key logic with state and event-time timers (a ``rs.KeyedProcess``).
+
+        ``knobs`` (``{name: initial value}``, JSON scalars) are settings a running job
+        may change; the process reads them as ``ctx.knobs[name]``.
+        """
         try:
             proc = as_keyed_process(fn)
         except TypeError as exc:
             raise FlowError(f"process after {self.port.step_id!r}: {exc}") from None
         step_id = name or self.flow._fresh_id(f"{self.port.step_id}.process")
-        self.flow._add(KeyedProcessStep(step_id, (self._input(),), keys=self.keys, fn=proc))
+        self.flow._add(KeyedProcessStep(step_id, (self._input(),), keys=self.keys, fn=proc,
+                                        knobs=check_knobs(step_id, knobs)))
         return Stream(self.flow, Port(step_id), None, self.timestamped)
 
     def stateful_map(
@@ -414,6 +439,46 @@ class KeyedStream(Stream):
             suffixes=suffixes,
         ))
         return Stream(self.flow, Port(step_id), None, True)
+
+
+def check_knobs(step_id: str, knobs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``knobs`` as a dict, checked: identifier names, JSON scalar values.
+
+    >>> check_knobs("s", {"threshold": 0.5, "mode": "fast"})
+    {'threshold': 0.5, 'mode': 'fast'}
+    """
+    if knobs is None:
+        return {}
+    if not isinstance(knobs, Mapping):
+        raise FlowError(f"step {step_id!r}: knobs must be a dict of name -> initial value, "
+                        f"got {knobs!r}")
+    for name, value in knobs.items():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise FlowError(f"step {step_id!r}: knob name {name!r} must be a Python "
+                            "identifier (it is passed as a keyword argument)")
+        if value is not None and not isinstance(value, bool | int | float | str):
+            raise FlowError(f"step {step_id!r}: knob {name!r} = {value!r}: a knob's value must "
+                            "be a number, string, boolean or None (a JSON scalar)")
+    return dict(knobs)
+
+
+def missing_knob_parameters(fn: Any, names: Iterable[str]) -> list[str]:
+    """The knob names ``fn`` cannot take as keyword arguments ([] if unsure).
+
+    >>> missing_knob_parameters(lambda row, threshold=0.5: row, ["threshold", "mode"])
+    ['mode']
+    """
+    wanted = list(names)
+    if not wanted:
+        return []
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins and the like: cannot tell
+        return []
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return []
+    takes = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return [n for n in wanted if n not in takes]
 
 
 def _signed_ms(value: Duration) -> int:

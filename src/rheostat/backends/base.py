@@ -7,15 +7,21 @@ are threads, processes or Ray actors.
 
 from __future__ import annotations
 
+import pickle
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cloudpickle
 import pyarrow as pa
 
 from rheostat.plan.physical import PhysicalPlan
+from rheostat.plan.reconfig import ReconfigSpec
+from rheostat.runtime.channels import InputEndpoint, OutputEndpoint
 from rheostat.runtime.host import TaskHost
 from rheostat.runtime.messages import FINAL_CHECKPOINT
+from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured
 from rheostat.runtime.task import TaskMetrics
 
 
@@ -100,9 +106,23 @@ class CheckpointFailed:
     reason: str
 
 
+@dataclass(frozen=True)
+class StateHandedOver:
+    """A task handed over key groups' state; the controller delivers it (InstallState)."""
+
+    handoff: StateHandoff
+
+
+@dataclass(frozen=True)
+class PartDone:
+    """A task finished its part in a reconfiguration."""
+
+    done: TaskReconfigured
+
+
 Event = (
     TaskFinished | TaskFailed | WorkerDied | MetricsReport | SinkData | CheckpointAck
-    | CheckpointFailed | FinalCommitted
+    | CheckpointFailed | FinalCommitted | StateHandedOver | PartDone
 )
 
 
@@ -128,17 +148,53 @@ class CompleteCheckpoint:
     checkpoint_id: int
 
 
-Command = StopWorker | TriggerCheckpoint | CompleteCheckpoint
+@dataclass(frozen=True)
+class Reconfigure:
+    """Every worker: carry out a reconfiguration; the plan after it travels pickled."""
+
+    spec: ReconfigSpec
+    plan: bytes  # cloudpickle of the new PhysicalPlan
+    placement: dict[str, int]
 
 
-def carry_out(host: TaskHost, command: Command) -> bool:
-    """A checkpoint command on a worker's tasks (every backend's workers do the same);
-    True when it committed the job's final checkpoint, which the controller must hear."""
+@dataclass(frozen=True)
+class InstallState:
+    """The worker of ``handoff.to_task``: install the state handed over."""
+
+    handoff: StateHandoff
+
+
+Command = StopWorker | TriggerCheckpoint | CompleteCheckpoint | Reconfigure | InstallState
+
+#: Makes the endpoints of some new channels on one worker: (plan, placement, channel ids)
+#: -> (inputs, outputs), keyed by channel id.
+MakeEndpoints = Callable[
+    [PhysicalPlan, dict[str, int], Iterable[int]],
+    tuple[dict[int, InputEndpoint], dict[int, OutputEndpoint]],
+]
+
+
+def carry_out(
+    host: TaskHost, command: Command, worker: int = 0,
+    make_endpoints: MakeEndpoints | None = None,
+) -> bool:
+    """A command on a worker's tasks (every backend's workers do the same); True when it
+    committed the job's final checkpoint, which the controller must hear."""
     if isinstance(command, TriggerCheckpoint):
         host.trigger_checkpoint(command.checkpoint_id)
     elif isinstance(command, CompleteCheckpoint):
         host.checkpoint_complete(command.checkpoint_id)
         return command.checkpoint_id == FINAL_CHECKPOINT
+    elif isinstance(command, Reconfigure):
+        assert make_endpoints is not None, "this backend cannot reconfigure"
+        plan: PhysicalPlan = cloudpickle.loads(command.plan)
+        inputs, outputs = make_endpoints(plan, command.placement, command.spec.new_channels)
+        mine = [t for t in plan.task_ids if command.placement[t] == worker]
+        host.reconfigure(plan, command.spec, mine, inputs, outputs)
+    elif isinstance(command, InstallState):
+        h = command.handoff
+        state = pickle.loads(h.state) if isinstance(h.state, bytes) else h.state
+        host.install_state(h.to_task, h.step_id, h.from_task, state)
     return False
 
 

@@ -6,6 +6,7 @@ Meant for tests and debugging: the same inputs give the same interleaving every 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -18,15 +19,17 @@ from rheostat.backends.base import (
     Event,
     FinalCommitted,
     MetricsReport,
+    PartDone,
     RestoreFrom,
     RunConfig,
     SinkData,
+    StateHandedOver,
     TaskFailed,
     TaskFinished,
     carry_out,
 )
 from rheostat.plan.physical import PhysicalPlan
-from rheostat.runtime.channels import LocalChannel
+from rheostat.runtime.channels import InputEndpoint, LocalChannel, OutputEndpoint
 from rheostat.runtime.host import TaskCrashed, TaskHost
 from rheostat.runtime.messages import FINAL_CHECKPOINT
 from rheostat.runtime.snapshots import build_restores, encode_snapshot, write_parts
@@ -62,11 +65,17 @@ class InlineBackend(Backend):
         if self._host is None:
             return
         try:
-            if carry_out(self._host, command):
+            if carry_out(self._host, command, 0, self._new_channels):
                 self._pending.append(FinalCommitted(0))
         except TaskCrashed as crash:
             self._pending.append(TaskFailed(crash.task_id, crash.error))
         # StopWorker: the controller stops polling; nothing runs in between
+
+    def _new_channels(
+        self, plan: PhysicalPlan, placement: dict[str, int], channel_ids: Iterable[int]
+    ) -> tuple[dict[int, InputEndpoint], dict[int, OutputEndpoint]]:
+        channels = {c: LocalChannel(self.config.channel_capacity_bytes) for c in channel_ids}
+        return channels, channels  # type: ignore[return-value]
 
     def events(self, timeout: float) -> list[Event]:
         host = self._host
@@ -91,6 +100,8 @@ class InlineBackend(Backend):
                 self._pending.append(CheckpointFailed(snap.task_id, snap.checkpoint_id, str(exc)))
             else:
                 self._pending.append(CheckpointAck(snap.task_id, snap.checkpoint_id, parts))
+        handoffs, done = host.drain_reconfiguration()
+        self._pending += [StateHandedOver(h) for h in handoffs] + [PartDone(d) for d in done]
         events, self._pending = self._pending, []
         finished = host.newly_finished()
         now = time.monotonic()

@@ -1,18 +1,25 @@
-"""The ``rheostat`` command: run a flow file, draw it, say the version.
+"""The ``rheostat`` command: run a flow file, watch and reconfigure it, draw it.
 
 ``rheostat run FILE`` imports FILE under a private module name (so its
 ``if __name__ == "__main__":`` block does not run), finds its ``rs.Flow`` and runs it with
 live progress, then prints a summary. Errors in the flow or the job are reported in one
 paragraph; ``--debug`` shows the Python traceback as well.
+
+While it runs, the job serves its HTTP API and writes the URL and tokens to
+``.rheostat/jobs/<flow>.tokens.json``; ``rheostat status``, ``rescale``, ``move``,
+``update`` and ``knob`` find the job there.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sqlite3
 import sys
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -20,17 +27,23 @@ from typing import Any, NoReturn
 
 import click
 import cloudpickle
+from click.core import ParameterSource
 
 from rheostat.api.flow import Flow
+from rheostat.control.reconfig_json import op_to_json, parse_groups
 from rheostat.control.tables import default_path as default_tables_path
 from rheostat.control.tables import query_file
 from rheostat.launch import run as run_flow
 from rheostat.observe.progress import TerminalProgress, summary
 from rheostat.plan.errors import FlowError
+from rheostat.plan.reconfig import MoveKeyGroups, Rescale, SetKnob
 from rheostat.runtime.checkpoint import CheckpointStore
 from rheostat.runtime.errors import JobFailed, UserFunctionError
 
 EXIT_INTERRUPTED = 130
+STATUS_TIMEOUT_S = 10.0
+#: Longer than the API's own wait for a reconfiguration, so the API answers first.
+RECONFIGURE_TIMEOUT_S = 330.0
 
 
 class CliError(click.ClickException):
@@ -216,34 +229,40 @@ def cli() -> None:
               help="Start from the named savepoint in --checkpoint-dir.")
 @click.option("--allow-dropped-state", is_flag=True,
               help="Resume even if the checkpoint holds state of steps the flow no longer has.")
-@click.option("--http-port", type=click.IntRange(min=0, max=65535), default=None,
+@click.option("--http-port", type=click.IntRange(min=0, max=65535), default=0,
+              show_default=True,
               help="Serve the job's HTTP API on 127.0.0.1:PORT (0: any free port); its URL "
               "and tokens are in .rheostat/jobs/<flow>.tokens.json while the job runs.")
+@click.option("--no-http", is_flag=True,
+              help="Do not serve the HTTP API (rheostat status, rescale, ... cannot reach "
+              "the job then).")
 @_debug_option
 def run_command(
     file: Path, flow_name: str | None, parallelism: int, workers: int | None,
     backend: str, no_progress: bool, checkpoint_interval: str | None,
     checkpoint_dir: str | None, resume: bool, from_savepoint: str | None,
-    allow_dropped_state: bool, http_port: int | None, debug: bool,
+    allow_dropped_state: bool, http_port: int, no_http: bool, debug: bool,
 ) -> None:
     """Run the flow defined in FILE to completion (Ctrl-C stops it)."""
     try:
         flow = _load(file, flow_name, debug)
     except KeyboardInterrupt:
         _interrupted(f"Interrupted (Ctrl-C) while loading {file}; nothing ran.")
+    port_given = _given("http_port")
+    if no_http and port_given:
+        raise click.UsageError("--no-http and --http-port contradict each other; give one")
     progress = None if no_progress else TerminalProgress()
     tables_path = default_tables_path(flow.name)
-    if http_port is not None:
-        tokens = tables_path.parent / f"{flow.name}.tokens.json"
-        click.echo(f"HTTP API: its URL and tokens are in {tokens} while the job runs",
-                   err=True)
+    if not no_http and (port_given or sys.stderr.isatty()):
+        click.echo(f"HTTP API: rheostat status {flow.name} (URL and tokens in "
+                   f"{tokens_path(flow.name)} while the job runs)", err=True)
     try:
         result = run_flow(
             flow, parallelism=parallelism, backend=backend,  # type: ignore[arg-type]
             workers=workers, progress=progress if progress is not None else False,
             checkpoint_interval=checkpoint_interval, checkpoint_dir=checkpoint_dir,
             resume=from_savepoint or resume, allow_dropped_state=allow_dropped_state,
-            tables=str(tables_path), http_port=http_port,
+            tables=str(tables_path), http_port=None if no_http else http_port,
         )
     except KeyboardInterrupt:
         _close(progress)
@@ -262,6 +281,12 @@ def run_command(
               f"{describe_failure(exc)}. This may be a bug in rheostat", exc, debug)
     _close(progress)
     click.echo(summary(result))
+
+
+def _given(param: str) -> bool:
+    """Whether the current command's ``param`` was given on the command line."""
+    source = click.get_current_context().get_parameter_source(param)
+    return source is ParameterSource.COMMANDLINE
 
 
 def _close(progress: TerminalProgress | None) -> None:
@@ -342,6 +367,171 @@ def savepoint_command(directory: str, name: str) -> None:
         raise CliError(f"no complete checkpoint in {directory} to keep as a savepoint")
     store.promote_to_savepoint(point.checkpoint_id, name)
     click.echo(f"savepoint {name!r} holds checkpoint {point.checkpoint_id}")
+
+
+# --- talking to a running job ------------------------------------------------------------
+
+
+def tokens_path(job: str) -> Path:
+    """Where a running job's API writes its URL and tokens (next to its tables file)."""
+    return default_tables_path(job).parent / f"{job}.tokens.json"
+
+
+def _endpoint(job: str) -> dict[str, str]:
+    """The running job's ``url``, ``admin`` and ``read`` token, from its tokens file."""
+    path = tokens_path(job)
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"job {job} is not running (no {path}); "
+                       "start it with rheostat run") from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+    if not isinstance(info, dict) or not all(
+        isinstance(info.get(k), str) for k in ("url", "admin", "read")
+    ):
+        raise CliError(f"{path} is not a rheostat tokens file (it needs url, admin, read)")
+    return info
+
+
+def _call(job: str, path: str, token: str, body: Any = None, timeout: float = 10.0) -> Any:
+    """The JSON answer of the job's API to GET ``path`` (POST when ``body`` is given)."""
+    info = _endpoint(job)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(info["url"] + path, data=data,
+                                     method="GET" if body is None else "POST")
+    request.add_header("Authorization", f"Bearer {info[token]}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        raise CliError(f"job {job}: {_api_error(exc)} (HTTP {exc.code})") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"cannot reach job {job} at {info['url']} ({reason}); if it has "
+                       f"stopped, {tokens_path(job)} is left over and can be deleted") from None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise CliError(f"job {job}: the answer to {path} is not JSON: {raw[:200]!r}") from None
+
+
+def _api_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(exc.read())["error"])
+    except Exception:  # not our JSON: say what HTTP said
+        return str(exc.reason)
+
+
+def _reconfigure(job: str, op: dict[str, Any]) -> None:
+    """POST one operation to the job and print how it went (exit 1 unless done)."""
+    reply = _call(job, "/v1/reconfigure", "admin", {"ops": [op]}, RECONFIGURE_TIMEOUT_S)
+    if not isinstance(reply, dict):
+        raise CliError(f"job {job}: unexpected answer {reply!r}")
+    status, reason = reply.get("status"), reply.get("reason")
+    ms = reply.get("duration_ms")
+    took = f" in {ms:.0f} ms" if isinstance(ms, int | float) else ""
+    line = f"reconfiguration {reply.get('reconfig_id', '?')} {status}{took}"
+    if status != "done":
+        raise CliError(line + (f": {reason}" if reason else ""))
+    click.echo(line)
+
+
+def format_status(job: dict[str, Any]) -> str:
+    """A readable summary of ``GET /v1/job``: the job, then one row per task.
+
+    >>> print(format_status({"flow": "j", "state": "running", "restarts": 0,
+    ...     "checkpoints_completed": [1, 2], "tasks": {"s#0": {"rows_in": 5,
+    ...     "rows_out": 5, "watermark": None}}}))
+    job j: running, 0 restarts, 2 checkpoints (latest 2)
+    task  rows in  rows out  watermark
+    s#0         5         5          -
+    """
+    done = job.get("checkpoints_completed") or []
+    latest = f" (latest {done[-1]})" if done else ""
+    head = (f"job {job.get('flow')}: {job.get('state')}, {job.get('restarts', 0)} restarts, "
+            f"{len(done)} checkpoints{latest}")
+    rows = [("task", "rows in", "rows out", "watermark")]
+    for task, m in (job.get("tasks") or {}).items():
+        mark = m.get("watermark")
+        rows.append((task, str(m.get("rows_in", 0)), str(m.get("rows_out", 0)),
+                     "-" if mark is None else str(mark)))
+    width = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [head] + ["  ".join([r[0].ljust(width[0])] + [c.rjust(w) for c, w in
+                                                         zip(r[1:], width[1:])]).rstrip()
+                      for r in rows]
+    return "\n".join(lines)
+
+
+@cli.command("status")
+@click.argument("job")
+def status_command(job: str) -> None:
+    """Show running JOB's state, checkpoints and per-task rows and watermarks."""
+    click.echo(format_status(_call(job, "/v1/job", "read", timeout=STATUS_TIMEOUT_S)))
+
+
+@cli.command("rescale")
+@click.argument("job")
+@click.argument("step")
+@click.argument("parallelism", type=click.IntRange(min=1))
+def rescale_command(job: str, step: str, parallelism: int) -> None:
+    """Run STEP of running JOB (and the steps chained with it) on PARALLELISM tasks."""
+    _reconfigure(job, op_to_json(Rescale(step, parallelism)))
+
+
+@cli.command("move")
+@click.argument("job")
+@click.argument("step")
+@click.argument("groups")
+@click.option("--to", "to_task", type=click.IntRange(min=0), required=True, metavar="TASK",
+              help="The index of the task of STEP that takes the key groups.")
+def move_command(job: str, step: str, groups: str, to_task: int) -> None:
+    """Give key GROUPS (e.g. 0-1023,2048) of keyed STEP of running JOB to task --to."""
+    try:
+        parsed = parse_groups(groups)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="GROUPS") from None
+    _reconfigure(job, op_to_json(MoveKeyGroups(step, parsed, to_task)))
+
+
+@cli.command("update")
+@click.argument("job")
+@click.argument("step")
+@click.argument("function", metavar="MODULE:FUNCTION")
+def update_command(job: str, step: str, function: str) -> None:
+    """Run MODULE:FUNCTION as STEP's function in running JOB from now on.
+
+    The job imports MODULE itself: it must be importable there (e.g. a module next to
+    the flow file).
+    """
+    if ":" not in function:
+        raise click.BadParameter("give it as module.path:function_name",
+                                 param_hint="MODULE:FUNCTION")
+    _reconfigure(job, {"op": "update", "step": step, "function": function})
+
+
+@cli.command("knob")
+@click.argument("job")
+@click.argument("step")
+@click.argument("name")
+@click.argument("value")
+def knob_command(job: str, step: str, name: str, value: str) -> None:
+    """Set knob NAME of STEP in running JOB to VALUE (JSON if it parses, else a string)."""
+    _reconfigure(job, op_to_json(SetKnob(step, name, parse_value(value))))
+
+
+def parse_value(text: str) -> Any:
+    """``text`` as JSON if it parses, else the string itself.
+
+    >>> parse_value("0.7"), parse_value("true"), parse_value("fast"), parse_value('"7"')
+    (0.7, True, 'fast', '7')
+    """
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -145,6 +146,7 @@ class NullSink(Sink):
 class _NullWriter(SinkWriter):
     def __init__(self, ctx: SinkContext) -> None:
         self._ctx = ctx
+        self._writer = uuid.uuid4().hex  # a task index can return after a rescale
         self.rows = 0
         self.batches = 0
 
@@ -153,7 +155,8 @@ class _NullWriter(SinkWriter):
         self.batches += 1
 
     def prepare(self, checkpoint_id: int) -> tuple[Any, int, int]:
-        counts = ((self._ctx.step_id, self._ctx.task_index, checkpoint_id), self.rows, self.batches)
+        key = (self._ctx.step_id, self._ctx.task_index, self._writer, checkpoint_id)
+        counts = (key, self.rows, self.batches)
         self.rows = self.batches = 0
         return counts
 
@@ -244,6 +247,7 @@ class CollectSink(Sink):
 class _CollectWriter(SinkWriter):
     def __init__(self, ctx: SinkContext) -> None:
         self._ctx = ctx
+        self._writer = uuid.uuid4().hex  # a task index can return after a rescale
         self._staged: list[pa.RecordBatch] = []
         self._schema_sent = False
 
@@ -256,7 +260,7 @@ class _CollectWriter(SinkWriter):
 
     def prepare(self, checkpoint_id: int) -> tuple[Any, list[pa.RecordBatch]]:
         staged, self._staged = self._staged, []
-        return (self._ctx.step_id, self._ctx.task_index, checkpoint_id), staged
+        return (self._ctx.step_id, self._ctx.task_index, self._writer, checkpoint_id), staged
 
     def commit(self, checkpoint_id: int, transaction: tuple[Any, list[pa.RecordBatch]]) -> None:
         key, batches = transaction

@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,15 @@ class CheckpointCoordinator:
         self.in_flight = _InFlight(checkpoint_id, now)
         self.in_flight.inline.update(self.finals)
         return checkpoint_id
+
+    def forget(self, task_id: str) -> None:
+        """A retired task's final state is committed: later checkpoints leave it out."""
+        self.task_ids = [t for t in self.task_ids if t != task_id]
+        self.finals.pop(task_id, None)
+
+    def soon(self) -> None:
+        """Make the next checkpoint due at once (after a reconfiguration)."""
+        self._last_trigger = -math.inf
 
     def timed_out(self, now: float) -> int | None:
         f = self.in_flight

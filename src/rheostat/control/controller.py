@@ -9,11 +9,14 @@ progress.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import cloudpickle
 import pyarrow as pa
 
 from rheostat.backends.base import (
@@ -22,10 +25,14 @@ from rheostat.backends.base import (
     CheckpointFailed,
     CompleteCheckpoint,
     Event,
+    InstallState,
     MetricsReport,
+    PartDone,
+    Reconfigure,
     RestoreFrom,
     RunConfig,
     SinkData,
+    StateHandedOver,
     TriggerCheckpoint,
 )
 from rheostat.control.checkpoints import CheckpointCoordinator, Completed
@@ -39,8 +46,10 @@ from rheostat.control.http_api import (
     snapshot_metrics,
 )
 from rheostat.control.job import JobStateMachine, Restart
+from rheostat.control.reconfig import InFlight, ReconfigCoordinator, Request
 from rheostat.control.tables import JobTables
 from rheostat.plan.physical import PhysicalPlan, assign_workers
+from rheostat.plan.reconfig import ReconfigError, describe, plan_reconfiguration
 from rheostat.runtime.checkpoint import CheckpointError
 from rheostat.runtime.errors import JobFailed
 from rheostat.runtime.messages import FINAL_CHECKPOINT
@@ -136,9 +145,28 @@ class Controller:
         self.tables = tables if tables is not None else JobTables(job=plan.flow_name)
         self.http_settings = http
         self.api: HttpApi | None = None
+        self.reconfigs = ReconfigCoordinator()
+        self.placement = assign_workers(plan, config.workers)
+        self._cancel = threading.Event()
+        # Tasks a reconfiguration retired -> checkpoints still to complete before their id
+        # may be used again (their final state, sink transactions included, rides in
+        # checkpoints until then).
+        self._retired: dict[str, int] = {}
+
+    # --- requests from other threads ------------------------------------------------
+
+    def reconfigure(self, ops: Sequence[Any]) -> Future[dict[str, Any]]:
+        """Queue one reconfiguration of ``ops`` (thread-safe); the future gets its outcome:
+        ``{"reconfig_id", "state", "duration_ms", ...}``, or the error that refused it."""
+        reply = self.reconfigs.submit(ops)
+        return reply
+
+    def cancel(self) -> None:
+        """Stop the job soon (thread-safe); ``run`` returns with state ``cancelled``."""
+        self._cancel.set()
 
     def run(self) -> JobResult:
-        placement = assign_workers(self.plan, self.config.workers)
+        placement = self.placement
         started = time.monotonic()
         last_progress = started
         self.tables.record_plan(self.plan, placement)
@@ -147,7 +175,11 @@ class Controller:
             self._start_api()
             while not self.job.is_final:
                 self._handle(self.backend.events(timeout=0.05))
+                if self._cancel.is_set() and not self.job.is_final:
+                    self._send_all(self.job.cancel())
+                    break
                 if self.job.state == "running":
+                    self._maybe_reconfigure()
                     self._maybe_trigger()
                 self._serve_api()
                 now = time.monotonic()
@@ -161,6 +193,7 @@ class Controller:
             try:
                 self._deliver(self.backend.stop())
                 self.tables.job_state(self.job.state, self.job.error)
+                self._refuse_rest(f"the job ended ({self.job.state}) before it ran")
             finally:
                 if self.api is not None:
                     self.api.close()
@@ -214,13 +247,25 @@ class Controller:
             if not request.reply.set_running_or_notify_cancel():
                 continue  # its HTTP thread gave up waiting
             try:
-                request.reply.set_result(self._api_request(request))
+                answer = self._api_request(request)
+                if answer is not _LATER:
+                    request.reply.set_result(answer)
             except Exception as exc:
                 request.reply.set_exception(exc)
 
     def _api_request(self, request: ApiRequest) -> Any:
         if request.kind == "savepoint":
             return self._savepoint(request.args["name"])
+        if request.kind == "reconfigure":
+            from rheostat.control.reconfig_json import ops_from_json
+
+            try:
+                ops = ops_from_json(request.args["ops"])
+            except (ValueError, TypeError) as exc:
+                raise ApiError(400, str(exc)) from None
+            reply = self.reconfigure(ops)
+            reply.add_done_callback(lambda f: _answer(request, f))
+            return _LATER
         raise ApiError(400, f"unknown request {request.kind!r}")
 
     def _savepoint(self, name: str) -> dict[str, Any]:
@@ -259,6 +304,16 @@ class Controller:
                 self._checkpoint_failed(event.checkpoint_id, event.reason)
             elif isinstance(event, MetricsReport):
                 self.tables.metrics(event.tasks)
+            elif isinstance(event, StateHandedOver):
+                f = self.reconfigs.in_flight
+                if f is not None and f.request.reconfig_id == event.handoff.reconfig_id:
+                    self.backend.send(f.placement[event.handoff.to_task],
+                                      InstallState(event.handoff))
+            elif isinstance(event, PartDone):
+                f = self.reconfigs.part_done(event.done.reconfig_id, event.done.task_id,
+                                             time.monotonic())
+                if f is not None:
+                    self._reconfigured(f)
             was = self.job.state
             commands = self.job.handle(event)
             if self.job.state != was:
@@ -294,7 +349,7 @@ class Controller:
 
     def _maybe_trigger(self) -> None:
         assert self.job.state == "running"
-        if self.checkpoints is None:
+        if self.checkpoints is None or self.reconfigs.in_flight is not None:
             return
         now = time.monotonic()
         stale = self.checkpoints.timed_out(now)
@@ -317,6 +372,8 @@ class Controller:
             self._checkpoint_failed(done.checkpoint_id, f"{type(exc).__name__}: {exc}")
             return
         log.info("checkpoint %d complete", done.checkpoint_id)
+        for t in self._retired:
+            self._retired[t] -= 1
         self.tables.checkpoint_done(done.checkpoint_id, "completed", len(parts),
                                     sum(getattr(p, "size", 0) for p in parts))
         notify = FINAL_CHECKPOINT if done.final else done.checkpoint_id
@@ -356,8 +413,124 @@ class Controller:
                 restore = RestoreFrom(point, point.job["parallelism"])
         self.tables.restarted(command.attempt, command.reason,
                               restore.point.checkpoint_id if restore else None)
+        abandoned = self.reconfigs.abandon()
+        if abandoned is not None:
+            self._finish_reconfig(abandoned.request, "failed", reason=(
+                "a task failed during it; the job restarted with the configuration before "
+                f"it ({command.reason})"))
+        self.job.task_ids = list(self.plan.task_ids)
         time.sleep(self.restart_policy.backoff_s)
-        placement = assign_workers(self.plan, self.config.workers)
-        self.backend.start(self.plan, placement, self.config, restore)
+        self.backend.start(self.plan, self.placement, self.config, restore)
         self.job.restarted()
 
+
+    # --- live reconfiguration ---------------------------------------------------------
+
+    def _maybe_reconfigure(self) -> None:
+        """Start the next queued reconfiguration, never while a checkpoint is in flight."""
+        if self.checkpoints is not None and self.checkpoints.in_flight is not None:
+            return
+        request = self.reconfigs.next_request()
+        if request is None:
+            return
+        text = "; ".join(describe(op) for op in request.ops)
+        try:
+            r = plan_reconfiguration(self.plan, self.placement, self.config.workers,
+                                     request.ops, request.reconfig_id)
+            blob = cloudpickle.dumps(r.plan)
+        except Exception as exc:
+            self.tables.reconfig_requested(request.reconfig_id, text)
+            self._finish_reconfig(request, "refused", reason=str(exc), error=exc)
+            return
+        spec = r.spec
+        self._release_retired()
+        if any(t in self._retired for t in spec.added):
+            self.reconfigs.put_back(request)  # until their predecessors are committed
+            return
+        self.tables.reconfig_requested(request.reconfig_id, text)
+        touched = set(spec.affected_chains) | {
+            r.plan.chain_of(s).chain_id for s in spec.updated_steps}
+        expected = {t for t in set(self.plan.task_ids) | set(r.plan.task_ids)
+                    if t.rsplit("#", 1)[0] in touched}
+        log.info("reconfiguration %d: %s", request.reconfig_id, text)
+        self.tables.reconfig_started(request.reconfig_id,
+                                     sum(len(m) for m in spec.moves.values()),
+                                     len(spec.added), len(spec.removed))
+        self.reconfigs.started(request, r.plan, r.placement, expected, spec.removed,
+                               time.monotonic())
+        self.job.task_ids = list(r.plan.task_ids)
+        if self.checkpoints is not None:  # a retired task's final state stays in them
+            self.checkpoints.task_ids = list(dict.fromkeys(
+                self.checkpoints.task_ids + r.plan.task_ids))
+        self._send_all([Reconfigure(spec, blob, r.placement)])
+        if not expected:
+            done = self.reconfigs.part_done(request.reconfig_id, "", time.monotonic())
+            assert done is not None
+            self._reconfigured(done)
+
+    def _release_retired(self) -> None:
+        """Forget retired tasks whose final state no checkpoint needs any more."""
+        for t, left in list(self._retired.items()):
+            if left <= 0 and t in self.job.finished_tasks:
+                del self._retired[t]
+                self.job.finished_tasks.discard(t)
+                if self.checkpoints is not None:
+                    self.checkpoints.forget(t)
+
+    def _reconfigured(self, f: InFlight) -> None:
+        for t in f.removed:
+            self._retired[t] = 2 if self.checkpoints is not None else 0
+        self.plan, self.placement = f.plan, f.placement
+        self.tables.plan_changed(self.plan, self.placement)
+        if self.api is not None:
+            self._task_chains = {c.task_id(i): (c.chain_id, ",".join(c.steps))
+                                 for c in self.plan.chains for i in range(c.parallelism)}
+        log.info("reconfiguration %d done in %.0f ms", f.request.reconfig_id,
+                 f.duration_s * 1000)
+        self._finish_reconfig(f.request, "done", f.duration_s)
+        if self.checkpoints is not None:
+            self.checkpoints.soon()  # the new configuration's first checkpoint
+
+    def _finish_reconfig(
+        self, request: Request, state: str, duration_s: float | None = None,
+        reason: str | None = None, error: BaseException | None = None,
+    ) -> None:
+        self.tables.reconfig_done(request.reconfig_id, state, duration_s, reason)
+        if request.reply.done():
+            return
+        if state == "done":
+            request.reply.set_result({
+                "reconfig_id": request.reconfig_id, "status": state,
+                "duration_ms": None if duration_s is None else round(duration_s * 1000, 1),
+                "reason": reason,
+            })
+        else:
+            if error is None or not isinstance(error, ReconfigError):
+                error = ReconfigError(f"reconfiguration {request.reconfig_id} {state}: {reason}")
+            request.reply.set_exception(error)
+
+    def _refuse_rest(self, reason: str) -> None:
+        f = self.reconfigs.abandon()
+        if f is not None:
+            self._finish_reconfig(f.request, "failed", reason=reason)
+        for request in self.reconfigs.drain(reason):
+            self.tables.reconfig_requested(request.reconfig_id,
+                                           "; ".join(describe(op) for op in request.ops))
+            self._finish_reconfig(request, "refused", reason=reason)
+
+
+#: An API request whose answer comes later (a reconfiguration takes a while).
+_LATER = object()
+
+
+def _answer(request: ApiRequest, outcome: Future[dict[str, Any]]) -> None:
+    """Copy a reconfiguration's outcome to the HTTP request waiting for it."""
+    if request.reply.done():
+        return
+    error = outcome.exception()
+    if error is None:
+        request.reply.set_result(outcome.result())
+    elif isinstance(error, ReconfigError):
+        request.reply.set_exception(ApiError(409, str(error)))
+    else:
+        request.reply.set_exception(error)

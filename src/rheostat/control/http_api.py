@@ -1,8 +1,9 @@
-"""The job's HTTP API: read its state, tables and metrics; take a savepoint.
+"""The job's HTTP API: read its state, tables and metrics; take a savepoint; reconfigure.
 
 Standard library only: a :class:`http.server.ThreadingHTTPServer` on a daemon thread,
 bound to 127.0.0.1 unless told otherwise. Every request needs ``Authorization: Bearer
-<token>``: the admin token may do everything, the read-only token only ``GET``.
+<token>``: the admin token may do everything, the read-only token only ``GET``. A missing
+or unknown token is answered 401 on every route, the read-only token 403 on a ``POST``.
 
 Routes (JSON unless said otherwise):
 
@@ -11,6 +12,9 @@ Routes (JSON unless said otherwise):
 - ``GET /metrics``: Prometheus text format.
 - ``POST /v1/savepoint`` ``{"name": "..."}`` (admin): keep the newest complete
   checkpoint as savepoint ``name``.
+- ``POST /v1/reconfigure`` ``{"ops": [...]}`` (admin): change the running job, all
+  operations as one (see :mod:`rheostat.control.reconfig_json` for their JSON); answers
+  ``{"reconfig_id", "status", "duration_ms", "reason"}`` once it is done or refused.
 
 The HTTP threads never change the controller: reads use the lock-protected tables and a
 snapshot the controller publishes each loop; a change goes on a queue as an
@@ -48,6 +52,8 @@ log = logging.getLogger("rheostat.http")
 
 Role = Literal["admin", "read"]
 REPLY_TIMEOUT_S = 60.0  # how long a request waits for the controller's loop to serve it
+#: A reconfiguration may first wait for a checkpoint in flight, then move state.
+RECONFIGURE_TIMEOUT_S = 300.0
 MAX_BODY_BYTES = 64 << 10
 SAVEPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -140,7 +146,7 @@ def snapshot_metrics(metrics: Mapping[str, TaskMetrics]) -> dict[str, TaskMetric
 class ApiRequest:
     """A change asked of the controller: served by its loop, answered through ``reply``."""
 
-    kind: str  # "savepoint"
+    kind: str  # "savepoint" or "reconfigure"
     args: dict[str, Any]
     reply: Future = field(default_factory=Future)
 
@@ -287,17 +293,20 @@ class HttpApi:
             raise ApiError(503, "the job is starting")
         return self._snapshot
 
-    def ask(self, kind: str, args: dict[str, Any]) -> Any:
-        """Queue a change for the controller and wait for its answer."""
+    def ask(self, kind: str, args: dict[str, Any], timeout: float = REPLY_TIMEOUT_S) -> Any:
+        """Queue a change for the controller and wait up to ``timeout`` s for its answer."""
         if self._closed:
             raise ApiError(503, "the job has ended")
         request = ApiRequest(kind, args)
         self.requests.put(request)
         try:
-            return request.reply.result(timeout=REPLY_TIMEOUT_S)
+            return request.reply.result(timeout=timeout)
         except TimeoutError:
-            request.reply.cancel()
-            raise ApiError(503, "the controller did not answer in time") from None
+            if request.reply.cancel():
+                raise ApiError(503, "the controller did not answer in time; the request "
+                                    "was withdrawn") from None
+            raise ApiError(503, "the controller did not answer in time; the request is "
+                                "still being carried out (see GET /v1/job)") from None
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
@@ -318,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     GET_ROUTES = ("/v1/job", "/v1/sql", "/metrics")
-    POST_ROUTES = ("/v1/savepoint",)
+    POST_ROUTES = ("/v1/savepoint", "/v1/reconfigure")
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -357,6 +366,8 @@ class _Handler(BaseHTTPRequestHandler):
                            "text/plain; version=0.0.4; charset=utf-8")
             elif url.path == "/v1/savepoint":
                 self._json(200, self._savepoint(self._body()))
+            elif url.path == "/v1/reconfigure":
+                self._json(200, self._reconfigure(self._body()))
         except ApiError as exc:
             self._json(exc.status, {"error": exc.message})
         except Exception as exc:  # never kill the server thread; say what happened
@@ -385,6 +396,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, 'give the savepoint a name: {"name": "..."} (letters, digits, '
                                 '".", "_", "-"; at most 128)')
         return self.owner.ask("savepoint", {"name": name})
+
+    def _reconfigure(self, body: Any) -> Any:
+        ops = body.get("ops") if isinstance(body, dict) else None
+        if not isinstance(ops, list) or not ops or set(body) != {"ops"}:
+            raise ApiError(400, 'give the operations as {"ops": [...]}, a non-empty list, e.g. '
+                                '{"ops": [{"op": "rescale", "step": "count", '
+                                '"parallelism": 4}]}')
+        return self.owner.ask("reconfigure", {"ops": ops}, RECONFIGURE_TIMEOUT_S)
 
     def _body(self) -> Any:
         try:

@@ -44,6 +44,10 @@ create table if not exists checkpoints (
     parts integer, bytes integer, reason text);
 create table if not exists restarts (
     job text, attempt integer, at real, reason text, restored_checkpoint integer);
+create table if not exists reconfigurations (
+    job text, reconfig_id integer, request text, state text, requested_at real,
+    started_at real, finished_at real, duration_ms real, moved_key_groups integer,
+    tasks_added integer, tasks_removed integer, reason text);
 create table if not exists metrics (
     job text, task_id text, at real, rows_in integer, rows_out integer,
     batches_in integer, busy_s real, backpressure_s real, watermark integer);
@@ -77,30 +81,38 @@ class JobTables:
 
     def record_plan(self, plan: PhysicalPlan, placement: dict[str, int]) -> None:
         """The job, its steps, tasks and key-group owners, as planned."""
-        chain_of = {sid: c for c in plan.chains for sid in c.steps}
         with self._lock, self._db:
             self._db.execute("delete from jobs where job = ?", (self.job,))
-            for table in ("steps", "tasks", "key_groups"):
-                self._db.execute(f"delete from {table} where job = ?", (self.job,))
             self._db.execute(
                 "insert into jobs (job, flow, state, started_at) values (?, ?, 'running', ?)",
                 (self.job, plan.flow_name, time.time()),
             )
-            self._db.executemany("insert into steps values (?, ?, ?, ?, ?, ?)", [
-                (self.job, sid, plan.steps[sid].kind, plan.parallelism[sid],
-                 chain_of[sid].chain_id, int(sid in plan.key_group_owners))
-                for sid in plan.order
-            ])
-            self._db.executemany("insert into tasks values (?, ?, ?, ?, ?, ?)", [
-                (self.job, c.task_id(i), c.chain_id, i, placement.get(c.task_id(i)),
-                 ",".join(c.steps))
-                for c in plan.chains for i in range(c.parallelism)
-            ])
-            self._db.executemany("insert into key_groups values (?, ?, ?, ?)", [
-                (self.job, sid, group, owner)
-                for sid, owners in plan.key_group_owners.items()
-                for group, owner in enumerate(owners)
-            ])
+            self._layout(plan, placement)
+
+    def plan_changed(self, plan: PhysicalPlan, placement: dict[str, int]) -> None:
+        """Steps, tasks and key-group owners after a reconfiguration."""
+        with self._lock, self._db:
+            self._layout(plan, placement)
+
+    def _layout(self, plan: PhysicalPlan, placement: dict[str, int]) -> None:
+        chain_of = {sid: c for c in plan.chains for sid in c.steps}
+        for table in ("steps", "tasks", "key_groups"):
+            self._db.execute(f"delete from {table} where job = ?", (self.job,))
+        self._db.executemany("insert into steps values (?, ?, ?, ?, ?, ?)", [
+            (self.job, sid, plan.steps[sid].kind, plan.parallelism[sid],
+             chain_of[sid].chain_id, int(sid in plan.key_group_owners))
+            for sid in plan.order
+        ])
+        self._db.executemany("insert into tasks values (?, ?, ?, ?, ?, ?)", [
+            (self.job, c.task_id(i), c.chain_id, i, placement.get(c.task_id(i)),
+             ",".join(c.steps))
+            for c in plan.chains for i in range(c.parallelism)
+        ])
+        self._db.executemany("insert into key_groups values (?, ?, ?, ?)", [
+            (self.job, sid, group, owner)
+            for sid, owners in plan.key_group_owners.items()
+            for group, owner in enumerate(owners)
+        ])
 
     def job_state(self, state: str, error: BaseException | None = None) -> None:
         ended = time.time() if state in ("finished", "failed", "cancelled") else None
@@ -135,6 +147,30 @@ class JobTables:
                     "insert into checkpoints values (?, ?, ?, ?, ?, ?, ?, ?)",
                     (self.job, checkpoint_id, state, now, now, parts, size, reason),
                 )
+
+    def reconfig_requested(self, reconfig_id: int, request: str) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "insert into reconfigurations (job, reconfig_id, request, state, requested_at) "
+                "values (?, ?, ?, 'requested', ?)", (self.job, reconfig_id, request, time.time()))
+
+    def reconfig_started(self, reconfig_id: int, moved: int, added: int, removed: int) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "update reconfigurations set state = 'running', started_at = ?, "
+                "moved_key_groups = ?, tasks_added = ?, tasks_removed = ? "
+                "where job = ? and reconfig_id = ?",
+                (time.time(), moved, added, removed, self.job, reconfig_id))
+
+    def reconfig_done(self, reconfig_id: int, state: str, duration_s: float | None = None,
+                      reason: str | None = None) -> None:
+        """``state``: done, refused (never started) or failed (rolled back)."""
+        with self._lock, self._db:
+            self._db.execute(
+                "update reconfigurations set state = ?, finished_at = ?, duration_ms = ?, "
+                "reason = ? where job = ? and reconfig_id = ?",
+                (state, time.time(), None if duration_s is None else duration_s * 1000,
+                 reason, self.job, reconfig_id))
 
     def restarted(self, attempt: int, reason: str, restored: int | None) -> None:
         with self._lock, self._db:

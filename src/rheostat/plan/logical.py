@@ -7,6 +7,7 @@ anything; the runtime looks up an operator for each step kind (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -64,6 +65,8 @@ class Step:
     parallelism: int | None = field(default=None, kw_only=True)
     #: The step accepts at-least-once processing after a failure: no barrier alignment.
     at_least_once: bool = field(default=False, kw_only=True)
+    #: Declared knobs and their values: settings a running job may change (``set_knob``).
+    knobs: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
 
     kind: ClassVar[str] = "step"
     side_ports: ClassVar[tuple[str, ...]] = ()

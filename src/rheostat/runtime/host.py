@@ -6,13 +6,15 @@ holds all tasks of a job is deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cloudpickle
 
 from rheostat.plan.physical import PhysicalPlan
+from rheostat.plan.reconfig import ReconfigSpec
 from rheostat.runtime.channels import InputEndpoint, OutputEndpoint
+from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured
 from rheostat.runtime.task import Task, TaskMetrics, TaskRestore, TaskSnapshot
 
 
@@ -40,13 +42,21 @@ class TaskHost:
         """``isolate_tasks``: give each task its own copy of the plan, as if it ran in its
         own process, so tasks sharing this host share no user object."""
         restores = restores or {}
-        blob = cloudpickle.dumps(plan) if isolate_tasks else None
+        self.send_to_driver = send_to_driver
+        self.checkpointing = checkpointing
+        self.isolate_tasks = isolate_tasks
+        copies = self._plan_copies(plan)
         self.tasks = [
-            Task(cloudpickle.loads(blob) if blob else plan, t, inputs, outputs, send_to_driver,
-                 restores.get(t), checkpointing)
+            Task(next(copies), t, inputs, outputs, send_to_driver, restores.get(t), checkpointing)
             for t in task_ids
         ]
         self._reported_finished: set[str] = set()
+
+    def _plan_copies(self, plan: PhysicalPlan) -> Iterator[PhysicalPlan]:
+        """One plan per task: a private copy each when tasks are isolated."""
+        blob = cloudpickle.dumps(plan) if self.isolate_tasks else None
+        while True:
+            yield cloudpickle.loads(blob) if blob else plan
 
     @property
     def done(self) -> bool:
@@ -83,6 +93,47 @@ class TaskHost:
         for t in self.tasks:
             t.snapshots.clear()
         return out
+
+    # --- live reconfiguration -------------------------------------------------------
+
+    def reconfigure(
+        self, plan: PhysicalPlan, spec: ReconfigSpec, my_tasks: list[str],
+        inputs: dict[int, InputEndpoint], outputs: dict[int, OutputEndpoint],
+    ) -> None:
+        """Carry out ``spec`` here: ``my_tasks`` are the tasks this host holds in ``plan``;
+        ``inputs``/``outputs`` are the endpoints of the new channels they touch."""
+        copies = self._plan_copies(plan)
+        for task in self.tasks:
+            self._guarded(task, task.reconfigure, next(copies), spec, inputs, outputs)
+        for task_id in my_tasks:
+            if task_id not in spec.added:
+                continue
+            # A retired task of this id may linger, finished: the new one replaces it.
+            self.tasks = [t for t in self.tasks if t.task_id != task_id]
+            self._reported_finished.discard(task_id)
+            try:
+                task = Task(next(copies), task_id, inputs, outputs, self.send_to_driver,
+                            None, self.checkpointing)
+                task.join_reconfiguration(spec)
+            except Exception as exc:
+                raise TaskCrashed(task_id, exc) from exc
+            self.tasks.append(task)
+
+    def install_state(self, task_id: str, step_id: str, from_task: str, state: Any) -> None:
+        for task in self.tasks:
+            if task.task_id == task_id:
+                self._guarded(task, task.install_state, step_id, from_task, state)
+                return
+        raise KeyError(f"no task {task_id} here")
+
+    def drain_reconfiguration(self) -> tuple[list[StateHandoff], list[TaskReconfigured]]:
+        """State handed over and parts done since the last call."""
+        handoffs = [h for t in self.tasks for h in t.handoffs]
+        done = [d for t in self.tasks for d in t.reconfigured]
+        for t in self.tasks:
+            t.handoffs.clear()
+            t.reconfigured.clear()
+        return handoffs, done
 
     @staticmethod
     def _guarded(task: Task, fn: Callable[..., None], *args: Any) -> None:

@@ -1,4 +1,5 @@
-"""What travels on a channel: data batches, watermarks, checkpoint barriers, end of stream.
+"""What travels on a channel: batches, watermarks, checkpoint barriers, reconfiguration
+markers, end of stream.
 
 Control messages never overtake data on one channel: a channel is a FIFO of these.
 """
@@ -46,8 +47,17 @@ class Barrier:
 
 
 @dataclass(frozen=True, slots=True)
+class Marker:
+    """Reconfiguration ``reconfig_id`` starts here: rows before it were routed under the
+    old configuration, rows after it under the new one."""
+
+    reconfig_id: int
+    nbytes = 16
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfStream:
     nbytes = 8
 
 
-Message = Batch | Watermark | Barrier | EndOfStream
+Message = Batch | Watermark | Barrier | Marker | EndOfStream

@@ -9,27 +9,33 @@ new input, which is how backpressure reaches the sources.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from rheostat.plan.keygroups import groups_of
 from rheostat.plan.logical import STATEFUL_KINDS, SourceStep
-from rheostat.plan.physical import Channel, PhysicalPlan
+from rheostat.plan.physical import Channel, Edge, PhysicalPlan
+from rheostat.plan.reconfig import ReconfigSpec
 from rheostat.runtime.channels import InputEndpoint, Outbox, OutputEndpoint
 from rheostat.runtime.errors import UserFunctionError, describe_batch
+from rheostat.runtime.keys import key_groups
 from rheostat.runtime.messages import (
     FINAL_CHECKPOINT,
     Barrier,
     Batch,
     EndOfStream,
+    Marker,
     Message,
     Watermark,
 )
 from rheostat.runtime.operator import Operator, OperatorContext, build_operator, keep_key_groups
+from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured
 from rheostat.runtime.routing import Router, make_router
 from rheostat.runtime.source import SourceDriver
 from rheostat.runtime.watermarks import InputWatermarks
@@ -72,8 +78,21 @@ class TaskRestore:
 
 @dataclass
 class _Edge:
+    edge: Edge
     router: Router
     outboxes: dict[int, Outbox]  # downstream task index -> outbox
+
+
+@dataclass
+class _Switch:
+    """This task's part in a reconfiguration whose markers it is still aligning."""
+
+    reconfig_id: int
+    waiting: set[int]  # inputs whose marker has not arrived
+    losing: dict[str, dict[int, list[int]]]  # step -> new owner index -> key groups
+    retiring: bool
+    marked: set[int] = field(default_factory=set)  # inputs whose marker has arrived
+    deferred: dict[int, list[Watermark]] = field(default_factory=dict)  # their watermarks
 
 
 @dataclass
@@ -95,6 +114,7 @@ class Task:
     ) -> None:
         chain_id, index = task_id.rsplit("#", 1)
         self.task_id = task_id
+        self.plan = plan
         self.chain = plan.chain_of(chain_id)
         self.index = int(index)
         self.metrics = TaskMetrics()
@@ -116,6 +136,7 @@ class Task:
             plan.inputs_of(task_id), key=lambda c: c.channel_id
         )
         self.inputs = [(inputs[c.channel_id], c.edge.dst_input) for c in in_channels]
+        self._input_keys = [_hash_keys(c.edge) for c in in_channels]
         self.input_watermarks = InputWatermarks(len(self.inputs))
         self._ended_inputs: set[int] = set()
         self._turn = 0
@@ -125,6 +146,21 @@ class Task:
         self._aligned: set[int] = set()  # inputs that delivered its barrier: held back
         # Hold inputs back only if some step here needs exactly-once (the default).
         self._align = not all(plan.steps[s].at_least_once for s in self.chain.steps)
+        # Live reconfiguration (see reconfigure()).
+        self.handoffs: list[StateHandoff] = []  # drained by the host
+        self.reconfigured: list[TaskReconfigured] = []  # drained by the host
+        self._known_reconfig = 0  # the newest reconfiguration whose command arrived
+        self._early: dict[int, set[int]] = {}  # markers of reconfigurations not yet known
+        self._switch: _Switch | None = None
+        self._report: int | None = None  # reconfiguration to report once done
+        self._awaiting: set[tuple[str, int]] = set()  # (step, old owner) handoffs to install
+        self._pending: np.ndarray | None = None  # key groups whose state has not arrived
+        self._held: list[tuple[pa.RecordBatch, int]] = []  # their rows, in arrival order
+        self._held_watermark: int | None = None
+        self._end_deferred = False
+        self._ops_ended = False
+        self._retired = False
+        self._draining: list[Outbox] = []  # outboxes to retired tasks, flushing a marker
         for sid, op in self.ops.items():
             op.open(OperatorContext(
                 step=plan.steps[sid],
@@ -166,7 +202,8 @@ class Task:
                     edge.routing, self.index, plan.parallelism[edge.dst_step],
                     plan.key_group_owners.get(edge.dst_step), plan.max_parallelism,
                 )
-                out = _Edge(router, {c.dst_index: Outbox(outputs[c.channel_id]) for c in chans})
+                out = _Edge(edge, router,
+                            {c.dst_index: Outbox(outputs[c.channel_id]) for c in chans})
                 targets.append(out)
                 self._edges.append(out)
 
@@ -236,6 +273,8 @@ class Task:
 
     def _flush(self) -> bool:
         moved = False
+        if self._draining:
+            self._draining = [box for box in self._draining if not box.flush()]
         for box in self.outboxes:
             if box.pending:
                 before = len(box.pending)
@@ -247,9 +286,12 @@ class Task:
         return any(box.pending for box in self.outboxes)
 
     def _ended(self) -> bool:
+        if self._retired:
+            return True
         if self.source is not None:
             return self.source.done
-        return self.input_watermarks.all_ended and len(self._ended_inputs) == len(self.inputs)
+        return (self.input_watermarks.all_ended and len(self._ended_inputs) == len(self.inputs)
+                and self._ops_ended)
 
     def _pull_one(self) -> bool:
         if self.source is not None:
@@ -258,9 +300,10 @@ class Task:
                 self._on_message(m, None)
             return bool(messages)
         n = len(self.inputs)
+        early = set().union(*self._early.values()) if self._early else ()
         for k in range(n):
             i = (self._turn + k) % n
-            if i in self._ended_inputs or (self._align and i in self._aligned):
+            if i in self._ended_inputs or (self._align and i in self._aligned) or i in early:
                 continue
             message = self.inputs[i][0].poll()
             if message is not None:
@@ -276,9 +319,14 @@ class Task:
             if channel is None:  # from the source driver
                 self._dispatch(self.chain.steps[0], "main", message.data)
             else:
-                head = self.ops[self.chain.steps[0]]
-                self._call(head, "on_batch", message.data, self.inputs[channel][1])
+                self._to_head(message.data, channel)
         elif isinstance(message, Watermark):
+            sw = self._switch
+            if sw is not None and channel is not None and channel in sw.marked:
+                # After its marker a channel's watermark speaks for the new owners' rows:
+                # it waits, so no window of a key group leaving here fires early.
+                sw.deferred.setdefault(channel, []).append(message)
+                return
             if channel is None:
                 advanced = None if message.idle else message.value
                 if message.idle:
@@ -296,17 +344,45 @@ class Task:
             self._barrier = message.checkpoint_id
             self._aligned.add(channel)
             self._maybe_aligned()
+        elif isinstance(message, Marker):
+            assert channel is not None, "markers travel on channels"
+            self._on_marker(message.reconfig_id, channel)
         elif isinstance(message, EndOfStream):
             if channel is not None:
                 self._ended_inputs.add(channel)
                 self._maybe_aligned()
+                self._marker_done(channel)
                 advanced = self.input_watermarks.end(channel)
                 if advanced is not None:
                     self._advance_watermark(advanced)
             if channel is None or len(self._ended_inputs) == len(self.inputs):
-                for op in self.ops.values():
-                    self._call(op, "on_end")
-                self._broadcast(EndOfStream())
+                if self._pending is not None:
+                    self._end_deferred = True  # once the state it waits for is in
+                else:
+                    self._end_ops()
+
+    def _end_ops(self) -> None:
+        if self._ops_ended:
+            return
+        self._ops_ended = True
+        for op in self.ops.values():
+            self._call(op, "on_end")
+        self._broadcast(EndOfStream())
+
+    def _to_head(self, batch: pa.RecordBatch, channel: int) -> None:
+        """Into the chain's first operator; rows of key groups whose state is on its way
+        here wait for it."""
+        if self._pending is not None and (keys := self._input_keys[channel]) is not None:
+            waiting = np.isin(key_groups(batch, keys, self.plan.max_parallelism), self._pending)
+            if waiting.any():
+                self._held.append((batch.filter(pa.array(waiting)), channel))
+                self.metrics.counters["reconfig_held_rows"] = (
+                    self.metrics.counters.get("reconfig_held_rows", 0) + int(waiting.sum()))
+                batch = batch.filter(pa.array(~waiting))
+                if not batch.num_rows:
+                    return
+        head = self.ops[self.chain.steps[0]]
+        self._call(head, "on_batch", batch, self.inputs[channel][1])
 
     # --- checkpoints ----------------------------------------------------------------
 
@@ -350,6 +426,9 @@ class Task:
             self._call(op, "checkpoint_complete", checkpoint_id)
 
     def _advance_watermark(self, value: int) -> None:
+        if self._pending is not None:  # rows held back must not turn late
+            self._held_watermark = value
+            return
         self.metrics.watermark = value
         for op in self.ops.values():  # chain order: upstream results reach downstream first
             op.ctx.watermark = value
@@ -364,3 +443,169 @@ class Task:
         m = self.metrics
         return TaskMetrics(m.rows_in, m.rows_out, m.batches_in, m.busy_s, m.backpressure_s,
                            m.watermark, counters)
+
+    # --- live reconfiguration -------------------------------------------------------
+
+    def reconfigure(
+        self, plan: PhysicalPlan, spec: ReconfigSpec,
+        inputs: dict[int, InputEndpoint], outputs: dict[int, OutputEndpoint],
+    ) -> None:
+        """Take part in reconfiguration ``spec`` (the plan after it is ``plan``).
+
+        Called between messages. Outputs into a changed step get a marker on each old
+        channel and then route by the new plan; new input channels join the inputs; a
+        swapped function takes over now; and a task of a changed keyed step starts
+        waiting for markers on its old inputs, holding back rows of the key groups it
+        gains until their state arrives.
+        """
+        r = spec.reconfig_id
+        self._known_reconfig = r
+        early = self._early.pop(r, set())
+        old_inputs = len(self.inputs)
+        self.plan = plan
+        self.chain = plan.chain_of(self.chain.chain_id)
+        self._rewire_outputs(plan, spec, outputs)
+        for c in sorted(plan.inputs_of(self.task_id), key=lambda c: c.channel_id):
+            if c.channel_id in spec.new_channels:
+                self.inputs.append((inputs[c.channel_id], c.edge.dst_input))
+                self._input_keys.append(_hash_keys(c.edge))
+                self.input_watermarks.add_input()
+        updated = [s for s in spec.updated_steps if s in self.ops]
+        for sid in updated:
+            self._swap_operator(sid, plan)
+        if self.chain.chain_id in spec.affected_chains:
+            waiting = set(range(old_inputs)) - self._ended_inputs - early
+            losing = {sid: spec.losing(sid, self.index) for sid in spec.moves
+                      if sid in self.ops}
+            self._switch = _Switch(r, waiting, losing, self.task_id in spec.removed,
+                                   marked=early & set(range(old_inputs)))
+            self._expect_state(spec)
+            self._report = r
+            if not waiting:
+                self._hand_over()
+        elif updated:
+            self._report = r
+        self._maybe_reconfigured()
+
+    def join_reconfiguration(self, spec: ReconfigSpec) -> None:
+        """A task the reconfiguration created: wait for the state of its key groups."""
+        self._known_reconfig = spec.reconfig_id
+        self._expect_state(spec)
+        self._report = spec.reconfig_id
+        self._maybe_reconfigured()
+
+    def install_state(self, step_id: str, from_task: str, state: Any) -> None:
+        """State of key groups this task gains, handed over by their old owner."""
+        self._call(self.ops[step_id], "restore", [state])
+        self._awaiting.discard((step_id, int(from_task.rsplit("#", 1)[1])))
+        if self._awaiting:
+            return
+        held, self._held, self._pending = self._held, [], None
+        for batch, channel in held:  # in the order they arrived
+            self._to_head(batch, channel)
+        if self._held_watermark is not None:
+            value, self._held_watermark = self._held_watermark, None
+            self._advance_watermark(value)
+        if self._end_deferred:
+            self._end_deferred = False
+            self._end_ops()
+        self._maybe_reconfigured()
+
+    def _expect_state(self, spec: ReconfigSpec) -> None:
+        groups: list[int] = []
+        for sid in spec.moves:
+            if sid in self.ops:
+                for old, gained in spec.gaining(sid, self.index).items():
+                    self._awaiting.add((sid, old))
+                    groups += gained
+        if groups:
+            self._pending = np.asarray(sorted(groups), dtype=np.int64)
+
+    def _rewire_outputs(
+        self, plan: PhysicalPlan, spec: ReconfigSpec, outputs: dict[int, OutputEndpoint]
+    ) -> None:
+        mine = plan.outputs_of(self.task_id)
+        marker = Marker(spec.reconfig_id)
+        for out in self._edges:
+            chans = [c for c in mine if c.edge == out.edge]
+            into_changed = plan.chain_of(out.edge.dst_step).chain_id in spec.affected_chains
+            if not into_changed and not any(c.channel_id in spec.new_channels for c in chans):
+                continue
+            boxes: dict[int, Outbox] = {}
+            for c in chans:
+                if c.channel_id in spec.new_channels:
+                    boxes[c.dst_index] = Outbox(outputs[c.channel_id])
+                    if self.finished:  # nothing more will come from here
+                        boxes[c.dst_index].put(EndOfStream())
+                else:
+                    boxes[c.dst_index] = out.outboxes[c.dst_index]
+            for dst, box in out.outboxes.items():
+                if into_changed and not self.finished:
+                    box.put(marker)
+                if dst not in boxes or boxes[dst] is not box:
+                    self._draining.append(box)
+            out.outboxes = boxes
+            out.router = make_router(
+                out.edge.routing, self.index, plan.parallelism[out.edge.dst_step],
+                plan.key_group_owners.get(out.edge.dst_step), plan.max_parallelism,
+            )
+        self.outboxes = [o for e in self._edges for o in e.outboxes.values()]
+
+    def _swap_operator(self, step_id: str, plan: PhysicalPlan) -> None:
+        """Run the step's new function (or knobs) from here on, with the state it has."""
+        old = self.ops[step_id]
+        new = build_operator(plan.steps[step_id])
+        new.open(dataclasses.replace(old.ctx, step=plan.steps[step_id]))
+        state = old.checkpoint(0) if hasattr(old, "snapshot_state") else None
+        if state is not None:
+            self._call(new, "restore", [state])
+        self.ops[step_id] = new
+        for targets in self._targets.values():
+            for i, t in enumerate(targets):
+                if isinstance(t, _Next) and t.op is old:
+                    targets[i] = _Next(new, t.input_index)
+
+    def _on_marker(self, reconfig_id: int, channel: int) -> None:
+        if reconfig_id > self._known_reconfig:
+            # Its command has not reached this task yet: hold the input until it does.
+            self._early.setdefault(reconfig_id, set()).add(channel)
+        elif self._switch is not None and self._switch.reconfig_id == reconfig_id:
+            self._marker_done(channel)
+
+    def _marker_done(self, channel: int) -> None:
+        if self._switch is not None and channel in self._switch.waiting:
+            self._switch.waiting.discard(channel)
+            self._switch.marked.add(channel)
+            if not self._switch.waiting:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Every old input has delivered the marker: no row of a key group this task
+        loses can still arrive, so their state goes to the new owners."""
+        switch = self._switch
+        assert switch is not None
+        self._switch = None
+        for sid, by_owner in switch.losing.items():
+            op = self.ops[sid]
+            for owner, groups in sorted(by_owner.items()):
+                state = op.snapshot_state(groups)  # type: ignore[attr-defined]
+                self.handoffs.append(StateHandoff(
+                    switch.reconfig_id, sid, self.task_id, self.chain.task_id(owner), state))
+            op.drop_state([g for gs in by_owner.values() for g in gs])  # type: ignore[attr-defined]
+        if switch.retiring and not self.finished:
+            self._end_ops()
+            self._retired = True
+        else:
+            for channel, marks in sorted(switch.deferred.items()):
+                for mark in marks:
+                    self._on_message(mark, channel)
+        self._maybe_reconfigured()
+
+    def _maybe_reconfigured(self) -> None:
+        if self._report is not None and self._switch is None and not self._awaiting:
+            self.reconfigured.append(TaskReconfigured(self._report, self.task_id))
+            self._report = None
+
+
+def _hash_keys(edge: Edge) -> tuple[str, ...] | None:
+    return edge.routing.keys if edge.routing.kind == "hash" else None

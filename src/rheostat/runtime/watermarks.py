@@ -23,6 +23,13 @@ class InputWatermarks:
         self._ended = [False] * inputs
         self.current = MIN_WATERMARK
 
+    def add_input(self) -> int:
+        """A new input channel (a reconfiguration added a task upstream); its position."""
+        self._values.append(MIN_WATERMARK)
+        self._idle.append(False)
+        self._ended.append(False)
+        return len(self._values) - 1
+
     @property
     def all_idle(self) -> bool:
         active = [i for i in range(len(self._values)) if not self._ended[i]]

@@ -72,6 +72,10 @@ def _split_by(table: pa.Table, column: str) -> dict[int, pa.Table]:
     return {int(v): table.slice(bounds[j], bounds[j + 1] - bounds[j]) for j, v in enumerate(uniq)}
 
 
+def _without(table: pa.Table, groups: pa.Array) -> pa.Table:
+    return table.filter(pc.invert(pc.is_in(table.column("_kg"), value_set=groups)))
+
+
 @dataclass
 class _Pane:
     settled: list[pa.Table] = field(default_factory=list)  # already seen by every firing
@@ -189,6 +193,12 @@ class PaneStore:
                   for is_new, cs in ((False, pane.settled), (True, pane.pending)) for c in cs]
         return pa.concat_tables(chunks) if chunks else None
 
+    def drop(self, groups: pa.Array) -> None:
+        """Forget the rows of key groups ``groups`` (they moved to another task)."""
+        for pane in self.panes.values():
+            pane.settled = [_without(c, groups) for c in pane.settled]
+            pane.pending = [_without(c, groups) for c in pane.pending]
+
     def restore(self, table: pa.Table) -> None:
         """Add the rows of a :meth:`snapshot` (all of it, or some key groups of it)."""
         for is_new in (False, True):
@@ -283,6 +293,11 @@ class SessionStore:
     def snapshot(self) -> pa.Table | None:
         """All state as one table (:attr:`columns`)."""
         return self.state if self.state is not None and self.state.num_rows else None
+
+    def drop(self, groups: pa.Array) -> None:
+        """Forget the sessions of key groups ``groups`` (they moved to another task)."""
+        if self.state is not None:
+            self.state = _without(self.state, groups)
 
     def restore(self, table: pa.Table) -> None:
         """Add the sessions of a :meth:`snapshot` (all of it, or some key groups of it)."""

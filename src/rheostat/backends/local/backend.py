@@ -28,9 +28,11 @@ from rheostat.backends.base import (
     Event,
     FinalCommitted,
     MetricsReport,
+    PartDone,
     RestoreFrom,
     RunConfig,
     SinkData,
+    StateHandedOver,
     StopWorker,
     TaskFailed,
     TaskFinished,
@@ -38,6 +40,7 @@ from rheostat.backends.base import (
 )
 from rheostat.backends.local.links import decode_batch
 from rheostat.plan.physical import PhysicalPlan
+from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured
 
 
 def _worker_env() -> dict[str, str]:
@@ -145,6 +148,10 @@ class LocalBackend(Backend):
             return MetricsReport(w, msg[1])
         if kind == "finished":
             return TaskFinished(msg[1])
+        if kind == "handoff":
+            return StateHandedOver(StateHandoff(*msg[1:]))
+        if kind == "reconfigured":
+            return PartDone(TaskReconfigured(msg[1], msg[2]))
         if kind == "failed":
             error = pickle.loads(msg[2])
             if not hasattr(error, "traceback_text"):

@@ -16,10 +16,10 @@ from multiprocessing.connection import Connection
 
 import pyarrow as pa
 
-from rheostat.runtime.messages import Barrier, Batch, EndOfStream, Message, Watermark
+from rheostat.runtime.messages import Barrier, Batch, EndOfStream, Marker, Message, Watermark
 
 _HEADER = struct.Struct("<BiQ")
-_BATCH, _WATERMARK, _IDLE, _EOS, _CREDIT, _BARRIER = 1, 2, 3, 4, 5, 6
+_BATCH, _WATERMARK, _IDLE, _EOS, _CREDIT, _BARRIER, _MARKER = 1, 2, 3, 4, 5, 6, 7
 _SMALL = 16  # credit charged for a watermark or end-of-stream
 _RETURN_AT = 256 << 10  # return credit once this many bytes were consumed (or the queue empties)
 
@@ -43,6 +43,10 @@ class Link:
         self.wake = wake
         self.inputs: dict[int, RemoteInput] = {}
         self.outputs: dict[int, RemoteOutput] = {}
+        # Messages on a channel a reconfiguration added that the peer used before this
+        # worker set up its end: they wait here for their RemoteInput.
+        self.early: dict[int, deque[tuple[int, int, bytes | None]]] = {}
+        self.lock = threading.Lock()
         self.closed = False
         self._thread = threading.Thread(target=self._read_loop, daemon=True)
 
@@ -60,10 +64,17 @@ class Link:
                 kind, channel, value = _HEADER.unpack(self.conn.recv_bytes())
                 if kind == _CREDIT:
                     self.outputs[channel].returned.append(value)
-                elif kind == _BATCH:
-                    self.inputs[channel].queue.append((kind, value, self.conn.recv_bytes()))
-                else:
-                    self.inputs[channel].queue.append((kind, value, None))
+                    self.wake.set()
+                    continue
+                payload = self.conn.recv_bytes() if kind == _BATCH else None
+                inp = self.inputs.get(channel)
+                if inp is None:
+                    with self.lock:
+                        inp = self.inputs.get(channel)
+                        if inp is None:
+                            self.early.setdefault(channel, deque()).append((kind, value, payload))
+                if inp is not None:
+                    inp.queue.append((kind, value, payload))
                 self.wake.set()
         except (EOFError, OSError):
             self.closed = True
@@ -98,6 +109,9 @@ class RemoteOutput:
         elif isinstance(message, Barrier):
             self.in_flight += _SMALL
             self.link.send(_BARRIER, self.channel, message.checkpoint_id)
+        elif isinstance(message, Marker):
+            self.in_flight += _SMALL
+            self.link.send(_MARKER, self.channel, message.reconfig_id)
         else:
             self.in_flight += _SMALL
             self.link.send(_EOS, self.channel, 0)
@@ -109,9 +123,10 @@ class RemoteInput:
     def __init__(self, link: Link, channel: int) -> None:
         self.link = link
         self.channel = channel
-        self.queue: deque[tuple[int, int, bytes | None]] = deque()  # filled by the reader
         self._consumed = 0
-        link.inputs[channel] = self
+        with link.lock:  # filled by the reader thread from now on
+            self.queue: deque[tuple[int, int, bytes | None]] = link.early.pop(channel, deque())
+            link.inputs[channel] = self
 
     def poll(self) -> Message | None:
         if not self.queue:
@@ -126,6 +141,8 @@ class RemoteInput:
                 message = EndOfStream()
             elif kind == _BARRIER:
                 message = Barrier(value)
+            elif kind == _MARKER:
+                message = Marker(value)
             else:
                 signed = value - (1 << 64) if value >= 1 << 63 else value
                 message = Watermark(signed, idle=kind == _IDLE)

@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
@@ -26,11 +27,16 @@ import pyarrow as pa
 
 from rheostat.backends.base import StopWorker, carry_out
 from rheostat.backends.local.links import Link, RemoteInput, RemoteOutput, encode_batch
-from rheostat.plan.physical import PhysicalPlan
+from rheostat.plan.physical import Channel, PhysicalPlan
 from rheostat.runtime.channels import InputEndpoint, LocalChannel, OutputEndpoint
 from rheostat.runtime.host import TaskCrashed, TaskHost
 from rheostat.runtime.messages import FINAL_CHECKPOINT
-from rheostat.runtime.snapshots import build_restores, encode_snapshot, write_snapshot
+from rheostat.runtime.snapshots import (
+    build_restores,
+    dumps_state,
+    encode_snapshot,
+    write_snapshot,
+)
 
 
 def main(argv: list[str]) -> None:
@@ -69,6 +75,7 @@ class Worker:
             plan: PhysicalPlan = cloudpickle.loads(boot["plan"])
             placement: dict[str, int] = boot["placement"]
             links = {w: Link(conn, self.wake) for w, conn in peers.items()}
+            self.links, self.capacity = links, boot["capacity"]
             inputs, outputs = _endpoints(plan, placement, worker, links, boot["capacity"])
             for link in links.values():
                 link.start()
@@ -104,6 +111,7 @@ class Worker:
                 self.wake.wait(0.1)
                 continue
             self._ship_snapshots()
+            self._ship_reconfiguration()
             finished = host.newly_finished()
             now = time.monotonic()
             if finished or now - last_metrics >= self.metrics_interval:
@@ -130,11 +138,28 @@ class Worker:
             if self.host is None:
                 continue
             try:
-                if carry_out(self.host, command):
+                if carry_out(self.host, command, self.worker, self._new_endpoints):
                     self.control.send(("committed", self.worker))
             except TaskCrashed as crash:
                 _report_failure(self.control, crash.task_id, crash.error)
         return False
+
+    def _new_endpoints(
+        self, plan: PhysicalPlan, placement: dict[str, int], channel_ids: Iterable[int]
+    ) -> tuple[dict[int, InputEndpoint], dict[int, OutputEndpoint]]:
+        wanted = set(channel_ids)
+        return _endpoints(plan, placement, self.worker, self.links, self.capacity,
+                          lambda c: c.channel_id in wanted)
+
+    def _ship_reconfiguration(self) -> None:
+        """State handed over (encoded like checkpoint state) and parts done."""
+        assert self.host is not None
+        handoffs, done = self.host.drain_reconfiguration()
+        for h in handoffs:
+            self.control.send(("handoff", h.reconfig_id, h.step_id, h.from_task, h.to_task,
+                               dumps_state(h.state)))
+        for d in done:
+            self.control.send(("reconfigured", d.reconfig_id, d.task_id))
 
     def _ship_snapshots(self) -> None:
         """Serialise and upload new snapshots in the background; ack each when written.
@@ -163,11 +188,12 @@ class Worker:
 
 
 def _endpoints(
-    plan: PhysicalPlan, placement: dict[str, int], me: int, links: dict[int, Link], capacity: int
+    plan: PhysicalPlan, placement: dict[str, int], me: int, links: dict[int, Link], capacity: int,
+    wanted: Callable[[Channel], bool] = lambda c: True,
 ) -> tuple[dict[int, InputEndpoint], dict[int, OutputEndpoint]]:
     inputs: dict[int, InputEndpoint] = {}
     outputs: dict[int, OutputEndpoint] = {}
-    for ch in plan.channels:
+    for ch in filter(wanted, plan.channels):
         src, dst = placement[ch.src_task], placement[ch.dst_task]
         if src == me and dst == me:
             local = LocalChannel(capacity)

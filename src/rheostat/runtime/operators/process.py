@@ -21,6 +21,14 @@ and dropped one by one: ``snapshot_state(groups)`` returns ``{key_group: bytes}`
 (pickled, so later mutation of live state cannot leak into a snapshot),
 ``restore_state(parts)`` adds them, ``drop_state(groups)`` forgets them.
 
+Knobs: ``ctx.knobs`` is a read-only mapping of the step's declared knobs and their
+current values (``process(..., knobs={...})``; empty without knobs).
+
+State check: before a new version of the function takes over, :meth:`check_state`
+calls the new version's ``check_state(key, state)`` (if it has one) on every key's
+state; an exception there refuses the update (a version that cannot read the state it
+would inherit).
+
 >>> import pyarrow as pa
 >>> from rheostat.plan.logical import KeyedProcessStep
 >>> from rheostat.runtime.operator import OperatorContext
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import cloudpickle
@@ -98,6 +107,11 @@ class _Context:
     @property
     def watermark(self) -> int:
         return self._op._watermark
+
+    @property
+    def knobs(self) -> Mapping[str, Any]:
+        """The step's knobs and their current values (read-only)."""
+        return MappingProxyType(self._op.step.knobs)
 
     def register_timer(self, timestamp: int) -> None:
         self._op._timers.register(self._group, self.key, int(timestamp))
@@ -269,6 +283,17 @@ class KeyedProcessOperator(Operator):
                 self._state[group] = part["state"]
             self._timers.restore(group, part["timers"])
             self._watermark = max(self._watermark, part["watermark"])
+
+    def check_state(self, fn: Any = None) -> None:
+        """Call ``check_state(key, state)`` of ``fn`` (a new version of the step's function;
+        default: the current one) on every key's state; its exception propagates."""
+        target = self.fn if fn is None else fn() if isinstance(fn, type) else fn
+        check = getattr(target, "check_state", None)
+        if not callable(check):
+            return
+        for values in self._state.values():
+            for key, value in values.items():
+                check(key, value)
 
     def drop_state(self, key_groups: Iterable[int]) -> None:
         """Forget ``key_groups`` (after they moved to another task)."""

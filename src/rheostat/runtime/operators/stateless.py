@@ -3,11 +3,13 @@
 Per-record steps convert a batch to dicts once, call the user's function per row and
 rebuild a batch; the hidden event-time column never reaches user code. A failing row
 follows the step's error policy: fail the job, skip it (counted), or send it with the
-reason to the step's ``errors`` output.
+reason to the step's ``errors`` output. A step with knobs calls ``fn(row, **knobs)`` (or
+``fn(batch, **knobs)``) with the step's current knob values.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import traceback
 from collections.abc import Callable
@@ -49,7 +51,9 @@ class MapOperator(Operator):
     # --- per-record -----------------------------------------------------------------
 
     def _per_record(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
-        fn, mode = self.step.fn, self.step.mode
+        fn, mode, knobs = self.step.fn, self.step.mode, self.step.knobs
+        if knobs:
+            fn = functools.partial(fn, **knobs)
         ts = batch.column(EVENT_TIME) if EVENT_TIME in batch.schema.names else None
         rows = drop_event_time(batch).to_pylist()
         if mode == "filter":
@@ -158,7 +162,8 @@ class MapOperator(Operator):
             parts.append(res)
 
     def _apply_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
-        res = self.step.fn(batch)
+        knobs = self.step.knobs
+        res = self.step.fn(batch, **knobs) if knobs else self.step.fn(batch)
         if res is None:
             return None
         if isinstance(res, pa.Table):

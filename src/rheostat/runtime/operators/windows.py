@@ -181,6 +181,10 @@ class WindowAggregate(Operator):
             table = table.filter(pc.is_in(table.column("_kg"), value_set=wanted))
         return table.replace_schema_metadata({_WATERMARK_KEY: str(self.watermark).encode()})
 
+    def drop_state(self, key_groups: Iterable[int]) -> None:
+        """Forget ``key_groups`` (after they moved to another task)."""
+        self.store.drop(pa.array(sorted(set(key_groups)), pa.int64()))
+
     def restore_state(self, table: pa.Table) -> None:
         """Add state taken by :meth:`snapshot_state` (all of it, or moved key groups)."""
         meta = table.schema.metadata or {}

@@ -1,0 +1,321 @@
+"""Live reconfiguration, planned: primitive operations -> a new physical plan and a spec.
+
+The controller turns a request (one or several primitives, applied as one) into the plan
+the job will run and a :class:`ReconfigSpec` that tells every task its part: which key
+groups move from which task to which, which tasks appear or retire, which channels are
+new, and which steps swap their function or knobs. Nothing here runs anything.
+
+>>> from rheostat.plan.logical import SourceStep, SinkStep, KeyedProcessStep, Input, Port
+>>> from rheostat.plan.logical import Routing
+>>> from rheostat.plan.physical import lower
+>>> steps = (SourceStep("src", ()),
+...          KeyedProcessStep("p", (Input(Port("src"), Routing("hash", ("k",))),), keys=("k",)),
+...          SinkStep("out", (Input(Port("p")),)))
+>>> plan = lower(steps, parallelism=2, max_parallelism=8)
+>>> r = plan_reconfiguration(plan, {t: 0 for t in plan.task_ids}, 1, [Rescale("p", 3)], 1)
+>>> r.plan.parallelism["p"], r.spec.added, sorted(r.spec.moves["p"])
+(3, ('p#2',), [3, 7])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rheostat.plan.errors import FlowError
+from rheostat.plan.logical import SourceStep, Step
+from rheostat.plan.physical import Chain, Channel, PhysicalPlan
+
+
+class ReconfigError(FlowError):
+    """A reconfiguration request that cannot be carried out; the job runs on unchanged."""
+
+
+# --- the primitives -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """Run ``step`` (and the steps fused with it) on ``parallelism`` tasks."""
+
+    step: str
+    parallelism: int
+
+
+@dataclass(frozen=True)
+class MoveKeyGroups:
+    """Give key groups ``groups`` of keyed step ``step`` to its task ``to_task``."""
+
+    step: str
+    groups: tuple[int, ...]
+    to_task: int
+
+
+@dataclass(frozen=True)
+class UpdateFunction:
+    """Run ``function`` instead of the step's function from now on."""
+
+    step: str
+    function: Any
+
+
+@dataclass(frozen=True)
+class SetKnob:
+    """Set declared knob ``name`` of ``step`` to ``value``."""
+
+    step: str
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Place:
+    """Move ``task`` to worker ``worker``."""
+
+    task: str
+    worker: int
+
+
+Operation = Rescale | MoveKeyGroups | UpdateFunction | SetKnob | Place
+
+#: Steps whose function can be swapped while the job runs.
+UPDATABLE_KINDS = frozenset({"map", "keyed_process"})
+
+
+def describe(op: Operation) -> str:
+    """One line for logs and the reconfigurations table."""
+    if isinstance(op, Rescale):
+        return f"rescale {op.step} to {op.parallelism}"
+    if isinstance(op, MoveKeyGroups):
+        return f"move {len(op.groups)} key groups of {op.step} to task {op.to_task}"
+    if isinstance(op, UpdateFunction):
+        name = getattr(op.function, "__qualname__", type(op.function).__name__)
+        return f"update {op.step} to {name}"
+    if isinstance(op, SetKnob):
+        return f"knob {op.step}.{op.name} = {op.value!r}"
+    return f"place {op.task} on worker {op.worker}"
+
+
+# --- what the tasks are told ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconfigSpec:
+    """Every task's part in reconfiguration ``reconfig_id``."""
+
+    reconfig_id: int
+    #: keyed step -> {key group: (old owner index, new owner index)} for moving groups.
+    moves: Mapping[str, Mapping[int, tuple[int, int]]] = field(default_factory=dict)
+    #: Chains whose old tasks wait for a marker on every input before handing state over.
+    affected_chains: frozenset[str] = frozenset()
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    #: Channels of the new plan that the old one did not have.
+    new_channels: tuple[int, ...] = ()
+    #: Steps that run a new function or new knob values.
+    updated_steps: tuple[str, ...] = ()
+
+    def losing(self, step: str, index: int) -> dict[int, list[int]]:
+        """New owner -> key groups that task ``index`` of ``step`` hands over."""
+        out: dict[int, list[int]] = {}
+        for g, (old, new) in self.moves.get(step, {}).items():
+            if old == index:
+                out.setdefault(new, []).append(g)
+        return out
+
+    def gaining(self, step: str, index: int) -> dict[int, list[int]]:
+        """Old owner -> key groups that task ``index`` of ``step`` takes over."""
+        out: dict[int, list[int]] = {}
+        for g, (old, new) in self.moves.get(step, {}).items():
+            if new == index:
+                out.setdefault(old, []).append(g)
+        return out
+
+
+@dataclass(frozen=True)
+class Reconfiguration:
+    plan: PhysicalPlan
+    placement: dict[str, int]
+    spec: ReconfigSpec
+
+
+def balanced_owners(owners: Sequence[int], parallelism: int) -> tuple[int, ...]:
+    """A balanced owner table for ``parallelism`` tasks that moves as few groups as it can.
+
+    Each task keeps what it owned up to its fair share; the surplus and the groups of
+    removed tasks go to the tasks below their share, in key-group order.
+
+    >>> balanced_owners((0, 0, 0, 0, 1, 1, 1, 1), 4)
+    (0, 0, 2, 2, 1, 1, 3, 3)
+    >>> balanced_owners((0, 0, 2, 2, 1, 1, 3, 3), 2)
+    (0, 0, 0, 0, 1, 1, 1, 1)
+    """
+    n = len(owners)
+    share = [n // parallelism + (1 if i < n % parallelism else 0) for i in range(parallelism)]
+    kept = [0] * parallelism
+    out = list(owners)
+    loose: list[int] = []
+    for g, t in enumerate(owners):
+        if t < parallelism and kept[t] < share[t]:
+            kept[t] += 1
+        else:
+            loose.append(g)
+    t = 0
+    for g in loose:
+        while kept[t] >= share[t]:
+            t += 1
+        out[g] = t
+        kept[t] += 1
+    return tuple(out)
+
+
+# --- planning -------------------------------------------------------------------------
+
+
+def plan_reconfiguration(
+    plan: PhysicalPlan, placement: Mapping[str, int], workers: int,
+    ops: Sequence[Operation], reconfig_id: int,
+) -> Reconfiguration:
+    """The plan after ``ops`` (applied in order, as one change) and each task's part."""
+    if not ops:
+        raise ReconfigError("a reconfiguration needs at least one operation")
+    steps: dict[str, Step] = dict(plan.steps)
+    par = {c.chain_id: c.parallelism for c in plan.chains}
+    owners = {s: list(o) for s, o in plan.key_group_owners.items()}
+    updated: list[str] = []
+    for op in ops:
+        if isinstance(op, Place):
+            raise ReconfigError("place() is not supported yet: tasks stay on their worker")
+        if op.step not in steps:
+            raise ReconfigError(f"the job has no step {op.step!r}; its steps are "
+                                f"{list(plan.order)}")
+        chain = plan.chain_of(op.step)
+        if isinstance(op, Rescale):
+            _check_rescale(plan, chain, op)
+            par[chain.chain_id] = op.parallelism
+            for sid in chain.steps:
+                if sid in owners:
+                    owners[sid] = list(balanced_owners(owners[sid], op.parallelism))
+        elif isinstance(op, MoveKeyGroups):
+            if op.step not in owners:
+                raise ReconfigError(f"step {op.step!r} is not keyed: it has no key groups "
+                                    "to move")
+            if not 0 <= op.to_task < par[chain.chain_id]:
+                raise ReconfigError(f"step {op.step!r} has tasks 0..{par[chain.chain_id] - 1}; "
+                                    f"there is no task {op.to_task}")
+            bad = [g for g in op.groups if not 0 <= g < plan.max_parallelism]
+            if bad or not op.groups:
+                raise ReconfigError(f"key groups must be in 0..{plan.max_parallelism - 1} "
+                                    f"(got {bad[:5] or 'none'})")
+            for g in op.groups:
+                owners[op.step][g] = op.to_task
+        elif isinstance(op, UpdateFunction):
+            step = steps[op.step]
+            if step.kind not in UPDATABLE_KINDS:
+                raise ReconfigError(f"step {op.step!r} ({step.kind}) has no function to "
+                                    f"update; functions of {sorted(UPDATABLE_KINDS)} steps can")
+            if not callable(op.function) and not hasattr(op.function, "process"):
+                raise ReconfigError(f"update of step {op.step!r}: {op.function!r} is not a "
+                                    "function")
+            steps[op.step] = dataclasses.replace(step, fn=op.function)
+            updated.append(op.step)
+        elif isinstance(op, SetKnob):
+            step = steps[op.step]
+            steps[op.step] = dataclasses.replace(
+                step, knobs={**step.knobs, op.name: check_knob(step, op.name, op.value)})
+            updated.append(op.step)
+    for sid, new_owners in owners.items():
+        used = set(new_owners)
+        p = par[plan.chain_of(sid).chain_id]
+        if used != set(range(p)):
+            idle = sorted(set(range(p)) - used)
+            raise ReconfigError(f"step {sid!r}: task(s) {idle} would own no key group; "
+                                "rescale down instead of emptying a task")
+    return _build(plan, placement, workers, steps, par, owners, tuple(dict.fromkeys(updated)),
+                  reconfig_id)
+
+
+def check_knob(step: Step, name: str, value: Any) -> Any:
+    """``value`` for declared knob ``name`` of ``step``, of the declared value's type."""
+    if name not in step.knobs:
+        declared = sorted(step.knobs) or "none"
+        raise ReconfigError(f"step {step.step_id!r} declares no knob {name!r} (declared: "
+                            f"{declared}); declare knobs with knobs={{...}} on the step")
+    current = step.knobs[name]
+    if current is not None and not isinstance(value, type(current)):
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        raise ReconfigError(f"knob {name!r} of step {step.step_id!r} is a "
+                            f"{type(current).__name__}; got {value!r}")
+    return value
+
+
+def _check_rescale(plan: PhysicalPlan, chain: Chain, op: Rescale) -> None:
+    where = f"rescale of step {op.step!r}"
+    if not 1 <= op.parallelism <= plan.max_parallelism:
+        raise ReconfigError(f"{where}: parallelism must be in 1..{plan.max_parallelism}")
+    head = plan.steps[chain.steps[0]]
+    if isinstance(head, SourceStep):
+        raise ReconfigError(f"{where}: sources keep the parallelism they started with "
+                            "(their splits depend on it); rescale a later step")
+    for e in plan.edges:
+        crosses = (e.dst_step in chain.steps) != (e.src_step in chain.steps)
+        if crosses and e.routing.kind == "forward":
+            raise ReconfigError(
+                f"{where}: steps {e.src_step!r} and {e.dst_step!r} are joined by a forward "
+                "edge, which needs equal parallelism; give the edge rebalance() or key_by()")
+
+
+def _build(
+    plan: PhysicalPlan, placement: Mapping[str, int], workers: int, steps: dict[str, Step],
+    par: dict[str, int], owners: dict[str, list[int]], updated: tuple[str, ...],
+    reconfig_id: int,
+) -> Reconfiguration:
+    chains = tuple(Chain(c.chain_id, c.steps, par[c.chain_id]) for c in plan.chains)
+    chain_of = {sid: c for c in chains for sid in c.steps}
+    old = {(c.edge, c.src_index, c.dst_index): c for c in plan.channels}
+    next_id = max((c.channel_id for c in plan.channels), default=-1) + 1
+    channels: list[Channel] = []
+    new_ids: list[int] = []
+    for e in plan.edges:
+        src, dst = chain_of[e.src_step], chain_of[e.dst_step]
+        if src is dst:
+            continue
+        pairs = ([(i, i) for i in range(src.parallelism)] if e.routing.kind == "forward"
+                 else [(i, j) for i in range(src.parallelism) for j in range(dst.parallelism)])
+        for i, j in pairs:
+            kept = old.get((e, i, j))
+            if kept is None:
+                kept = Channel(next_id, e, src.task_id(i), i, dst.task_id(j), j)
+                new_ids.append(next_id)
+                next_id += 1
+            channels.append(kept)
+    channels.sort(key=lambda c: c.channel_id)
+    new_owners = {sid: tuple(o) for sid, o in owners.items()}
+    new_plan = dataclasses.replace(
+        plan, steps=steps, parallelism={sid: par[chain_of[sid].chain_id] for sid in plan.order},
+        chains=chains, channels=tuple(channels), key_group_owners=new_owners,
+    )
+    moves = {
+        sid: {g: (a, b) for g, (a, b) in enumerate(zip(plan.key_group_owners[sid], o))
+              if a != b}
+        for sid, o in new_owners.items()
+    }
+    moves = {sid: m for sid, m in moves.items() if m}
+    old_tasks, new_tasks = set(plan.task_ids), set(new_plan.task_ids)
+    rescaled = {c.chain_id for c in chains
+                if c.parallelism != plan.chain_of(c.chain_id).parallelism}
+    affected = frozenset(rescaled | {chain_of[sid].chain_id for sid in moves})
+    new_placement = {t: w for t, w in placement.items() if t in new_tasks}
+    for t in new_plan.task_ids:
+        if t not in new_placement:
+            new_placement[t] = int(t.rsplit("#", 1)[1]) % workers
+    spec = ReconfigSpec(
+        reconfig_id, moves, affected,
+        tuple(t for t in new_plan.task_ids if t not in old_tasks),
+        tuple(t for t in plan.task_ids if t not in new_tasks),
+        tuple(new_ids), updated,
+    )
+    return Reconfiguration(new_plan, new_placement, spec)
