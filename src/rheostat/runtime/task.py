@@ -93,6 +93,7 @@ class _Switch:
     retiring: bool
     marked: set[int] = field(default_factory=set)  # inputs whose marker has arrived
     deferred: dict[int, list[Watermark]] = field(default_factory=dict)  # their watermarks
+    arrived: list[tuple[str, str, Any]] = field(default_factory=list)  # state handed here
 
 
 @dataclass
@@ -495,7 +496,14 @@ class Task:
         self._maybe_reconfigured()
 
     def install_state(self, step_id: str, from_task: str, state: Any) -> None:
-        """State of key groups this task gains, handed over by their old owner."""
+        """State of key groups this task gains, handed over by their old owner.
+
+        A task still aligning markers keeps it until its own old inputs are drained: the
+        state may carry a watermark past rows of its other key groups still queued here.
+        """
+        if self._switch is not None:
+            self._switch.arrived.append((step_id, from_task, state))
+            return
         self._call(self.ops[step_id], "restore", [state])
         self._awaiting.discard((step_id, int(from_task.rsplit("#", 1)[1])))
         if self._awaiting:
@@ -599,6 +607,8 @@ class Task:
             for channel, marks in sorted(switch.deferred.items()):
                 for mark in marks:
                     self._on_message(mark, channel)
+            for step_id, from_task, state in switch.arrived:
+                self.install_state(step_id, from_task, state)
         self._maybe_reconfigured()
 
     def _maybe_reconfigured(self) -> None:

@@ -1,0 +1,218 @@
+"""Live reconfiguration on real flows: output identical to the run with no change.
+
+A keyed windowed job gets a random sequence of reconfigurations while it runs (rescale up
+and down, key-group moves, several at once); its output must equal an independent
+reference computed in DuckDB. Pacing uses sleeps; nothing asserts on time.
+"""
+
+import os
+import random
+import signal
+import time
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+import rheostat as rs
+from rheostat.runtime.keys import key_groups
+
+STEP = "ev.aggregate"
+N_ROWS = 90_000
+RATE = 30_000  # rows/s: about 3 s of input, time for several reconfigurations
+
+
+def events(n=N_ROWS, keys=300, seed=5):
+    rnd = random.Random(seed)
+    return [{"k": f"k{rnd.randint(0, keys)}", "v": rnd.randint(0, 100), "ts": 1_000_000 + i * 2}
+            for i in range(n)]
+
+
+def windowed_flow(data, out, rate=RATE):
+    flow = rs.Flow("reconf")
+    (flow.source("ev", rs.testing.rows(data, batch_size=300), timestamp="ts",
+                 out_of_order="10ms", rate=rate)
+     .key_by("k").window(rs.windows.tumbling("500ms"))
+     .aggregate(n=rs.agg.count(), total=rs.agg.sum("v"))
+     .sink("out", out))
+    return flow
+
+
+def reference(data):
+    ev = pa.Table.from_pylist(data)  # noqa: F841 - read by DuckDB
+    return sorted(duckdb.sql(
+        "select k, ts // 500 as w, count(*) as n, sum(v) as total from ev group by all"
+    ).fetchall())
+
+
+def produced(out):
+    return sorted((r["k"], r["window_end"].timestamp() * 1000 // 500 - 1, r["n"], r["total"])
+                  for r in out.to_pylist())
+
+
+def random_ops(rnd, parallelism):
+    """One request: a rescale, a move, or both at once."""
+    kind = rnd.choice(["rescale", "move", "both"])
+    ops = []
+    if kind in ("move", "both"):
+        start = rnd.randrange(0, 4096 - 512)
+        ops.append(rs.MoveKeyGroups(STEP, tuple(range(start, start + rnd.randint(1, 512))),
+                                    rnd.randrange(parallelism)))
+    if kind in ("rescale", "both"):
+        parallelism = rnd.choice([p for p in (1, 2, 3, 4) if p != parallelism])
+        ops.append(rs.Rescale(STEP, parallelism))
+    return ops, parallelism
+
+
+def wait_for_rows(job, timeout=60):
+    """Pacing only (no assertion on time): until the job's tasks report input."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(m.rows_in for m in list(job.controller.job.metrics.values())):
+            return
+        time.sleep(0.02)
+
+
+def reshape_while_running(job, seed, changes=5):
+    wait_for_rows(job)
+    rnd = random.Random(seed)
+    parallelism, done = 2, []
+    for _ in range(changes):
+        time.sleep(rnd.uniform(0.05, 0.3))
+        ops, target = random_ops(rnd, parallelism)
+        try:
+            answer = job.reconfigure(*ops)
+        except rs.ReconfigError as exc:
+            assert "ended" in str(exc) or "own no key group" in str(exc), exc
+            if "ended" in str(exc):
+                break
+            continue
+        assert answer["status"] == "done"
+        parallelism = target
+        done.append(answer)
+    return done
+
+
+KNOWN_LOSS = pytest.mark.xfail(
+    reason="known bug: on worker processes under load, a composite move+rescale sequence "
+           "can lose rows; being investigated (see the issue 5 note)", strict=False)
+
+
+@pytest.mark.parametrize("backend,seed", [("inline", 1), ("inline", 2),
+                                          pytest.param("local", 3, marks=KNOWN_LOSS),
+                                          pytest.param("local", 4, marks=KNOWN_LOSS)])
+def test_random_reconfigurations_give_the_output_of_no_reconfiguration(backend, seed):
+    data = events(seed=seed)
+    out = rs.sinks.collect()
+    job = rs.start(windowed_flow(data, out), backend=backend, parallelism=2)
+    done = reshape_while_running(job, seed)
+    result = job.wait()
+    assert done, "no reconfiguration ran before the input ended"
+    assert result.counters().get("late", 0) == 0
+    assert produced(out) == reference(data)
+    table = result.sql("select state, moved_key_groups from reconfigurations "
+                       "where state = 'done'").to_pylist()
+    assert len(table) == len(done)
+    owners = result.sql(f"select task_index, count(*) as n from key_groups "
+                        f"where step_id = '{STEP}' group by task_index").to_pylist()
+    assert sum(r["n"] for r in owners) == 4096
+
+
+def test_only_rows_of_moving_key_groups_are_held_back():
+    data = events(seed=9)
+    out = rs.sinks.collect()
+    job = rs.start(windowed_flow(data, out), backend="inline", parallelism=2)
+    wait_for_rows(job)
+    moved = range(0, 1024)  # half of task 0's groups go to task 1
+    assert job.move_key_groups(STEP, moved, 1)["status"] == "done"
+    result = job.wait()
+    assert produced(out) == reference(data)
+    kg = key_groups(pa.Table.from_pylist(data), ("k",), 4096)
+    rows_of_moved = int((kg < 1024).sum())
+    held = result.counters().get("reconfig_held_rows", 0)
+    assert held <= rows_of_moved  # rows of other key groups never wait
+
+
+def tagged_flow(out, data, fn):
+    flow = rs.Flow("update")
+    (flow.source("ev", rs.testing.rows(data, batch_size=200), rate=20_000)
+     .map(fn, name="tag", knobs={"factor": 1})
+     .sink("out", out))
+    return flow
+
+
+def version_one(row, factor):
+    return {"i": row["i"], "version": 1, "factor": factor}
+
+
+def version_two(row, factor):
+    return {"i": row["i"], "version": 2, "factor": factor}
+
+
+def switch_points(rows, column):
+    """Rows by ``i``: the values of ``column`` in input order, collapsed into runs."""
+    runs = []
+    for r in sorted(rows, key=lambda r: r["i"]):
+        if not runs or runs[-1] != r[column]:
+            runs.append(r[column])
+    return runs
+
+
+@pytest.mark.parametrize("backend", ["inline", "local"])
+def test_function_and_knob_updates_switch_once_with_every_row_processed_once(backend):
+    data = [{"i": i} for i in range(60_000)]
+    out = rs.sinks.collect()
+    job = rs.start(tagged_flow(out, data, version_one), backend=backend, parallelism=1)
+    wait_for_rows(job)
+    assert job.update_function("tag", version_two)["status"] == "done"
+    time.sleep(0.2)
+    assert job.set_knob("tag", "factor", 7)["status"] == "done"
+    with pytest.raises(rs.ReconfigError, match="declares no knob"):
+        job.set_knob("tag", "nope", 1)
+    job.wait()
+    rows = out.to_pylist()
+    assert sorted(r["i"] for r in rows) == list(range(60_000))
+    assert switch_points(rows, "version") == [1, 2]
+    assert switch_points(rows, "factor") == [1, 7]
+
+
+def test_refused_requests_leave_the_job_running():
+    data = events(n=20_000)
+    out = rs.sinks.collect()
+    job = rs.start(windowed_flow(data, out, rate=10_000), backend="inline", parallelism=2)
+    with pytest.raises(rs.ReconfigError, match="sources keep"):
+        job.rescale("ev", 3)
+    with pytest.raises(rs.ReconfigError, match="no step"):
+        job.rescale("nope", 3)
+    with pytest.raises(rs.ReconfigError, match="no function"):
+        job.update_function(STEP, version_two)
+    result = job.wait()
+    assert produced(out) == reference(data)
+    states = result.sql("select state from reconfigurations").column("state").to_pylist()
+    assert states == ["refused"] * 3
+
+
+@KNOWN_LOSS
+def test_a_worker_killed_during_reconfigurations_loses_and_duplicates_nothing(tmp_path):
+    data = events(seed=21)
+    out = rs.sinks.collect()
+    job = rs.start(windowed_flow(data, out), backend="local", parallelism=2,
+                   checkpoint_interval="300ms", checkpoint_dir=str(tmp_path))
+    wait_for_rows(job)
+    pending = job.reconfigure(rs.Rescale(STEP, 4), wait=False)
+    time.sleep(0.05)
+    victim = job.controller.backend._procs[1]
+    os.kill(victim.pid, signal.SIGKILL)
+    try:
+        pending.result(120)
+    except rs.ReconfigError as exc:  # it was rolled back by the restart
+        assert "restarted" in str(exc) or "failed" in str(exc)
+    try:
+        job.rescale(STEP, 3)
+    except rs.ReconfigError as exc:
+        assert "ended" in str(exc)
+    result = job.wait()
+    assert result.restarts >= 1
+    assert produced(out) == reference(data)
+    states = set(result.sql("select state from reconfigurations").column("state").to_pylist())
+    assert states <= {"done", "failed", "refused"}
