@@ -567,6 +567,8 @@ class Task:
         state = old.checkpoint(0) if hasattr(old, "snapshot_state") else None
         if state is not None:
             self._call(new, "restore", [state])
+            if hasattr(new, "check_state"):  # the new version may refuse state it cannot read
+                self._call(new, "check_state")
         self.ops[step_id] = new
         for targets in self._targets.values():
             for i, t in enumerate(targets):
