@@ -93,14 +93,8 @@ def reshape_while_running(job, seed, changes=5):
     return done
 
 
-KNOWN_LOSS = pytest.mark.xfail(
-    reason="known bug: on worker processes under load, a composite move+rescale sequence "
-           "can lose rows; being investigated (see the issue 5 note)", strict=False)
-
-
-@pytest.mark.parametrize("backend,seed", [("inline", 1), ("inline", 2),
-                                          pytest.param("local", 3, marks=KNOWN_LOSS),
-                                          pytest.param("local", 4, marks=KNOWN_LOSS)])
+@pytest.mark.parametrize("backend,seed", [("inline", 1), ("inline", 2), ("local", 3),
+                                          ("local", 4), ("local", 5)])
 def test_random_reconfigurations_give_the_output_of_no_reconfiguration(backend, seed):
     data = events(seed=seed)
     out = rs.sinks.collect()
@@ -192,7 +186,6 @@ def test_refused_requests_leave_the_job_running():
     assert states == ["refused"] * 3
 
 
-@KNOWN_LOSS
 def test_a_worker_killed_during_reconfigurations_loses_and_duplicates_nothing(tmp_path):
     data = events(seed=21)
     out = rs.sinks.collect()

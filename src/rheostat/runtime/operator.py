@@ -109,6 +109,10 @@ class Operator:
         for part in parts:
             restore_state(part)
 
+    def take_over(self, state: Any) -> None:
+        """Add state of key groups another task handed over while the job runs."""
+        self.restore([state])
+
     def checkpoint_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` is durable everywhere (sinks commit here)."""
 

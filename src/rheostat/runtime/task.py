@@ -504,7 +504,7 @@ class Task:
         if self._switch is not None:
             self._switch.arrived.append((step_id, from_task, state))
             return
-        self._call(self.ops[step_id], "restore", [state])
+        self._call(self.ops[step_id], "take_over", state)
         self._awaiting.discard((step_id, int(from_task.rsplit("#", 1)[1])))
         if self._awaiting:
             return

@@ -34,6 +34,7 @@ user's reducer per value.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +51,11 @@ _OUTPUT = ("window_start", "window_end", EVENT_TIME)
 _WATERMARK_KEY = b"rheostat.watermark"
 
 
+def _watermark_of(table: pa.Table) -> int | None:
+    meta = table.schema.metadata or {}
+    return int(meta[_WATERMARK_KEY]) if _WATERMARK_KEY in meta else None
+
+
 @register("window_aggregate")
 class WindowAggregate(Operator):
     """Runs a :class:`~rheostat.plan.logical.WindowAggregateStep` (see the module docstring)."""
@@ -59,7 +65,7 @@ class WindowAggregate(Operator):
     def __init__(self, step: WindowAggregateStep) -> None:
         super().__init__(step)
         where = f"step {step.step_id!r}"
-        keys, window, lateness = tuple(step.keys), step.window, step.allowed_lateness_ms
+        keys, lateness = tuple(step.keys), step.allowed_lateness_ms
         for k in keys:
             if k in _RESERVED or k in _OUTPUT:
                 raise ValueError(f"{where}: key column {k!r} clashes with a window column; "
@@ -74,23 +80,27 @@ class WindowAggregate(Operator):
             self.plan = AggPlan(step.aggs)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-        self.store: PaneStore | SessionStore
+        self.store = self._new_store()
+        self.keys = keys
+        self.watermark = MIN_WATERMARK
+        self._checked: pa.Schema | None = None
+
+    def _new_store(self) -> PaneStore | SessionStore:
+        step, where = self.step, f"step {self.step.step_id!r}"
+        window, lateness = step.window, step.allowed_lateness_ms
         if isinstance(window, Tumbling | Sliding):
             size = window.size_ms
             slide = window.slide_ms if isinstance(window, Sliding) else size
             if size <= 0 or slide <= 0:
                 raise ValueError(f"{where}: window size and slide must be > 0, got {window}")
-            self.store = PaneStore(keys, self.plan, size, slide, window.offset_ms, lateness)
-        elif isinstance(window, Session):
+            return PaneStore(tuple(step.keys), self.plan, size, slide, window.offset_ms,
+                             lateness)
+        if isinstance(window, Session):
             if window.gap_ms <= 0:
                 raise ValueError(f"{where}: session gap must be > 0, got {window.gap_ms}")
-            self.store = SessionStore(keys, self.plan, window.gap_ms, lateness)
-        else:
-            raise ValueError(f"{where}: needs a Tumbling, Sliding or Session window, "
-                             f"got {window!r}")
-        self.keys = keys
-        self.watermark = MIN_WATERMARK
-        self._checked: pa.Schema | None = None
+            return SessionStore(tuple(step.keys), self.plan, window.gap_ms, lateness)
+        raise ValueError(f"{where}: needs a Tumbling, Sliding or Session window, "
+                         f"got {window!r}")
 
     def open(self, ctx: OperatorContext) -> None:
         super().open(ctx)
@@ -185,10 +195,45 @@ class WindowAggregate(Operator):
         """Forget ``key_groups`` (after they moved to another task)."""
         self.store.drop(pa.array(sorted(set(key_groups)), pa.int64()))
 
+    def restore(self, parts: list[Any]) -> None:
+        """State from a checkpoint (several parts when tasks were merged): the watermark
+        is the lowest of theirs, so no window one of them had not fired is skipped."""
+        marks = [_watermark_of(p) for p in parts]
+        known = [m for m in marks if m is not None]
+        if known:
+            self.watermark = max(self.watermark, min(known))
+        for part in parts:
+            self._add(part)
+
+    def take_over(self, table: pa.Table) -> None:
+        """State of key groups handed over live, at the old owner's watermark.
+
+        The two watermarks meet at the higher one: every row either side's windows need
+        up to it has arrived (rows after the reconfiguration's markers are later), so this
+        task's own windows fire up to the old owner's watermark, or the state's windows
+        up to this task's, before the state joins the store.
+        """
+        mark = _watermark_of(table)
+        if mark is not None and mark > self.watermark:
+            self.on_watermark(mark)
+        elif mark is not None and mark < self.watermark and table.num_rows:
+            behind = self._new_store()
+            behind.restore(table.replace_schema_metadata(None))
+            fired = behind.fire(mark, self.watermark)
+            if fired is not None and fired.num_rows:
+                self.ctx.emit(self._output(fired))
+            table = behind.snapshot()
+            if table is None:
+                return
+        self._add(table)
+
     def restore_state(self, table: pa.Table) -> None:
         """Add state taken by :meth:`snapshot_state` (all of it, or moved key groups)."""
-        meta = table.schema.metadata or {}
-        if _WATERMARK_KEY in meta:
-            self.watermark = max(self.watermark, int(meta[_WATERMARK_KEY]))
+        mark = _watermark_of(table)
+        if mark is not None:
+            self.watermark = max(self.watermark, mark)
+        self._add(table)
+
+    def _add(self, table: pa.Table) -> None:
         if table.num_rows:
             self.store.restore(table.replace_schema_metadata(None))
