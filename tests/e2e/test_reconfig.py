@@ -28,25 +28,34 @@ def events(n=N_ROWS, keys=300, seed=5):
             for i in range(n)]
 
 
-def windowed_flow(data, out, rate=RATE):
+WINDOWS = {"tumbling": rs.windows.tumbling("500ms"),
+           "sliding": rs.windows.sliding(size="1s", slide="500ms")}
+
+
+def windowed_flow(data, out, rate=RATE, window="tumbling"):
     flow = rs.Flow("reconf")
     (flow.source("ev", rs.testing.rows(data, batch_size=300), timestamp="ts",
                  out_of_order="10ms", rate=rate)
-     .key_by("k").window(rs.windows.tumbling("500ms"))
+     .key_by("k").window(WINDOWS[window])
      .aggregate(n=rs.agg.count(), total=rs.agg.sum("v"))
      .sink("out", out))
     return flow
 
 
-def reference(data):
+def reference(data, window="tumbling"):
+    """(key, window end in ms, count, sum) of every window, computed by DuckDB."""
     ev = pa.Table.from_pylist(data)  # noqa: F841 - read by DuckDB
-    return sorted(duckdb.sql(
-        "select k, ts // 500 as w, count(*) as n, sum(v) as total from ev group by all"
-    ).fetchall())
+    starts = ("[ts // 500 * 500]" if window == "tumbling"
+              else "[ts // 500 * 500 - 500, ts // 500 * 500]")
+    size = 500 if window == "tumbling" else 1000
+    return sorted(duckdb.sql(f"""
+        with w as (select k, v, unnest({starts}) as ws from ev)
+        select k, ws + {size} as we, count(*) as n, sum(v) as total from w group by all
+    """).fetchall())
 
 
 def produced(out):
-    return sorted((r["k"], r["window_end"].timestamp() * 1000 // 500 - 1, r["n"], r["total"])
+    return sorted((r["k"], int(r["window_end"].timestamp() * 1000), r["n"], r["total"])
                   for r in out.to_pylist())
 
 
@@ -93,17 +102,18 @@ def reshape_while_running(job, seed, changes=5):
     return done
 
 
-@pytest.mark.parametrize("backend,seed", [("inline", 1), ("inline", 2), ("local", 3),
-                                          ("local", 4), ("local", 5)])
-def test_random_reconfigurations_give_the_output_of_no_reconfiguration(backend, seed):
+@pytest.mark.parametrize("backend,seed,window", [
+    ("inline", 1, "tumbling"), ("inline", 2, "sliding"), ("local", 3, "tumbling"),
+    ("local", 4, "tumbling"), ("local", 5, "sliding"), ("local", 6, "sliding")])
+def test_random_reconfigurations_give_the_output_of_no_reconfiguration(backend, seed, window):
     data = events(seed=seed)
     out = rs.sinks.collect()
-    job = rs.start(windowed_flow(data, out), backend=backend, parallelism=2)
+    job = rs.start(windowed_flow(data, out, window=window), backend=backend, parallelism=2)
     done = reshape_while_running(job, seed)
     result = job.wait()
     assert done, "no reconfiguration ran before the input ended"
     assert result.counters().get("late", 0) == 0
-    assert produced(out) == reference(data)
+    assert produced(out) == reference(data, window)
     table = result.sql("select state, moved_key_groups from reconfigurations "
                        "where state = 'done'").to_pylist()
     assert len(table) == len(done)

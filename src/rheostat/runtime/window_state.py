@@ -176,7 +176,7 @@ class PaneStore:
             merged = self.plan.merge(table, [*self.keys, "_kg", "_pane"]).select(self.columns)
             parts = _split_by(merged, "_pane")
             for p, i in todo.items():
-                self.panes[p].settled[i:] = [parts[p]]
+                self.panes[p].settled[i:] = [parts[p]] if p in parts else []
 
     def _expire(self, watermark: int) -> None:
         """Drop panes whose every window is past its allowed lateness."""
@@ -195,9 +195,12 @@ class PaneStore:
 
     def drop(self, groups: pa.Array) -> None:
         """Forget the rows of key groups ``groups`` (they moved to another task)."""
-        for pane in self.panes.values():
-            pane.settled = [_without(c, groups) for c in pane.settled]
-            pane.pending = [_without(c, groups) for c in pane.pending]
+        for start in list(self.panes):
+            pane = self.panes[start]
+            pane.settled = [c for c in (_without(c, groups) for c in pane.settled) if c.num_rows]
+            pane.pending = [c for c in (_without(c, groups) for c in pane.pending) if c.num_rows]
+            if not pane.settled and not pane.pending:
+                del self.panes[start]
 
     def restore(self, table: pa.Table) -> None:
         """Add the rows of a :meth:`snapshot` (all of it, or some key groups of it)."""
