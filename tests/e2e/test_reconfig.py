@@ -219,3 +219,54 @@ def test_a_worker_killed_during_reconfigurations_loses_and_duplicates_nothing(tm
     assert produced(out) == reference(data)
     states = set(result.sql("select state from reconfigurations").column("state").to_pylist())
     assert states <= {"done", "failed", "refused"}
+
+
+class CountV1(rs.KeyedProcess):
+    version = 1
+
+    def process(self, key, rows, ctx):
+        n = ctx.state.get(0) + len(rows)
+        ctx.state.set(n)
+        return [{"k": key, "n": n, "version": self.version}]
+
+
+class CountV2(CountV1):
+    version = 2
+
+    def check_state(self, key, state):
+        if not isinstance(state, int):
+            raise TypeError(f"a count is an int, got {state!r}")
+
+
+class WantsDicts(CountV1):
+    version = 3
+
+    def check_state(self, key, state):
+        if not isinstance(state, dict):
+            raise TypeError(f"this version keeps a dict per key, got {type(state).__name__}")
+
+
+@pytest.mark.parametrize("backend", ["inline", "local"])
+def test_a_function_update_that_refuses_the_state_leaves_the_old_one_running(backend):
+    data = [{"k": i % 97, "i": i} for i in range(60_000)]
+    out = rs.sinks.collect()
+    flow = rs.Flow("update-check")
+    (flow.source("ev", rs.testing.rows(data, batch_size=200), rate=20_000)
+     .key_by("k").process(CountV1(), name="count").sink("out", out))
+    job = rs.start(flow, backend=backend, parallelism=2)
+    wait_for_rows(job)
+    with pytest.raises(rs.ReconfigError, match="this version keeps a dict"):
+        job.update_function("count", WantsDicts())
+    assert job.update_function("count", CountV2())["status"] == "done"
+    result = job.wait()
+    rows = out.to_pylist()
+    assert {r["version"] for r in rows} <= {1, 2}
+    totals = {}
+    for r in rows:
+        totals[r["k"]] = max(totals.get(r["k"], 0), r["n"])
+    assert totals == {k: sum(1 for d in data if d["k"] == k) for k in range(97)}
+    for k in range(97):  # each key switched once, its count carried over
+        versions = [r["version"] for r in sorted(rows, key=lambda r: r["n"]) if r["k"] == k]
+        assert versions == sorted(versions)
+    states = result.sql("select state from reconfigurations order by reconfig_id")
+    assert states.column("state").to_pylist() == ["refused", "done"]

@@ -21,7 +21,7 @@ from rheostat.plan.reconfig import ReconfigSpec
 from rheostat.runtime.channels import InputEndpoint, OutputEndpoint
 from rheostat.runtime.host import TaskHost
 from rheostat.runtime.messages import FINAL_CHECKPOINT
-from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured
+from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
 from rheostat.runtime.task import TaskMetrics
 
 
@@ -115,9 +115,9 @@ class StateHandedOver:
 
 @dataclass(frozen=True)
 class PartDone:
-    """A task finished its part in a reconfiguration."""
+    """A task finished its part in a reconfiguration (or checked a function update)."""
 
-    done: TaskReconfigured
+    done: TaskReconfigured | UpdateChecked
 
 
 Event = (
@@ -164,7 +164,19 @@ class InstallState:
     handoff: StateHandoff
 
 
-Command = StopWorker | TriggerCheckpoint | CompleteCheckpoint | Reconfigure | InstallState
+@dataclass(frozen=True)
+class CheckUpdate:
+    """Every worker: check the function updates in ``plan`` against the tasks' state."""
+
+    reconfig_id: int
+    plan: bytes  # cloudpickle of the PhysicalPlan after the reconfiguration
+    steps: tuple[str, ...]
+
+
+Command = (
+    StopWorker | TriggerCheckpoint | CompleteCheckpoint | Reconfigure | InstallState
+    | CheckUpdate
+)
 
 #: Makes the endpoints of some new channels on one worker: (plan, placement, channel ids)
 #: -> (inputs, outputs), keyed by channel id.
@@ -191,6 +203,8 @@ def carry_out(
         inputs, outputs = make_endpoints(plan, command.placement, command.spec.new_channels)
         mine = [t for t in plan.task_ids if command.placement[t] == worker]
         host.reconfigure(plan, command.spec, mine, inputs, outputs)
+    elif isinstance(command, CheckUpdate):
+        host.check_update(cloudpickle.loads(command.plan), command.reconfig_id, command.steps)
     elif isinstance(command, InstallState):
         h = command.handoff
         state = pickle.loads(h.state) if isinstance(h.state, bytes) else h.state

@@ -23,6 +23,7 @@ from rheostat.backends.base import (
     Backend,
     CheckpointAck,
     CheckpointFailed,
+    CheckUpdate,
     CompleteCheckpoint,
     Event,
     InstallState,
@@ -48,11 +49,18 @@ from rheostat.control.http_api import (
 from rheostat.control.job import JobStateMachine, Restart
 from rheostat.control.reconfig import InFlight, ReconfigCoordinator, Request
 from rheostat.control.tables import JobTables
+from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan, assign_workers
-from rheostat.plan.reconfig import ReconfigError, describe, plan_reconfiguration
+from rheostat.plan.reconfig import (
+    ReconfigError,
+    UpdateFunction,
+    describe,
+    plan_reconfiguration,
+)
 from rheostat.runtime.checkpoint import CheckpointError
 from rheostat.runtime.errors import JobFailed
 from rheostat.runtime.messages import FINAL_CHECKPOINT
+from rheostat.runtime.reconfig import UpdateChecked
 from rheostat.runtime.task import TaskMetrics
 
 log = logging.getLogger("rheostat.controller")
@@ -309,6 +317,8 @@ class Controller:
                 if f is not None and f.request.reconfig_id == event.handoff.reconfig_id:
                     self.backend.send(f.placement[event.handoff.to_task],
                                       InstallState(event.handoff))
+            elif isinstance(event, PartDone) and isinstance(event.done, UpdateChecked):
+                self._update_checked(event.done)
             elif isinstance(event, PartDone):
                 f = self.reconfigs.part_done(event.done.reconfig_id, event.done.task_id,
                                              time.monotonic())
@@ -458,15 +468,44 @@ class Controller:
                                      len(spec.added), len(spec.removed))
         self.reconfigs.started(request, r.plan, r.placement, expected, spec.removed,
                                time.monotonic())
-        self.job.task_ids = list(r.plan.task_ids)
+        f = self.reconfigs.in_flight
+        assert f is not None
+        f.spec, f.blob = spec, blob
+        checked = tuple(op.step for op in request.ops if isinstance(op, UpdateFunction)
+                        and r.plan.steps[op.step].kind in STATEFUL_KINDS)
+        checkers = {t for t in self.plan.task_ids if t not in self.job.finished_tasks
+                    and any(s in self.plan.chain_of(t.rsplit("#", 1)[0]).steps
+                            for s in checked)}
+        if checkers:  # first every task checks the new function against its state
+            f.phase, f.apply_expected, f.expected = "check", expected, checkers
+            self._send_all([CheckUpdate(request.reconfig_id, blob, checked)])
+            return
+        self._apply(f)
+
+    def _apply(self, f: InFlight) -> None:
+        """Send the reconfiguration to every worker; from now on it runs."""
+        self.job.task_ids = list(f.plan.task_ids)
         if self.checkpoints is not None:  # a retired task's final state stays in them
             self.checkpoints.task_ids = list(dict.fromkeys(
-                self.checkpoints.task_ids + r.plan.task_ids))
-        self._send_all([Reconfigure(spec, blob, r.placement)])
-        if not expected:
-            done = self.reconfigs.part_done(request.reconfig_id, "", time.monotonic())
+                self.checkpoints.task_ids + f.plan.task_ids))
+        self._send_all([Reconfigure(f.spec, f.blob, f.placement)])
+        if not f.expected:
+            done = self.reconfigs.part_done(f.request.reconfig_id, "", time.monotonic())
             assert done is not None
             self._reconfigured(done)
+
+    def _update_checked(self, check: UpdateChecked) -> None:
+        f = self.reconfigs.in_flight
+        if f is None or f.phase != "check" or f.request.reconfig_id != check.reconfig_id:
+            return
+        if check.refusal is not None:  # nothing has switched: the old function runs on
+            self.reconfigs.abandon()
+            self._finish_reconfig(f.request, "refused", reason=check.refusal)
+            return
+        f.done.add(check.task_id)
+        if f.expected <= f.done:
+            f.phase, f.expected, f.done = "apply", f.apply_expected, set()
+            self._apply(f)
 
     def _release_retired(self) -> None:
         """Forget retired tasks whose final state no checkpoint needs any more."""

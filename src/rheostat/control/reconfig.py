@@ -44,6 +44,11 @@ class InFlight:
     started: float
     done: set[str] = field(default_factory=set)
     duration_s: float = 0.0
+    #: "check": tasks check a function update against their state; then "apply".
+    phase: str = "apply"
+    spec: Any = None
+    blob: bytes = b""
+    apply_expected: set[str] = field(default_factory=set)
 
 
 class ReconfigCoordinator:

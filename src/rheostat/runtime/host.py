@@ -14,7 +14,7 @@ import cloudpickle
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.plan.reconfig import ReconfigSpec
 from rheostat.runtime.channels import InputEndpoint, OutputEndpoint
-from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured
+from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
 from rheostat.runtime.task import Task, TaskMetrics, TaskRestore, TaskSnapshot
 
 
@@ -119,6 +119,11 @@ class TaskHost:
                 raise TaskCrashed(task_id, exc) from exc
             self.tasks.append(task)
 
+    def check_update(self, plan: PhysicalPlan, reconfig_id: int, steps: tuple[str, ...]) -> None:
+        for task in self.tasks:
+            if not task.finished:
+                self._guarded(task, task.check_update, plan, reconfig_id, steps)
+
     def install_state(self, task_id: str, step_id: str, from_task: str, state: Any) -> None:
         for task in self.tasks:
             if task.task_id == task_id:
@@ -126,7 +131,9 @@ class TaskHost:
                 return
         raise KeyError(f"no task {task_id} here")
 
-    def drain_reconfiguration(self) -> tuple[list[StateHandoff], list[TaskReconfigured]]:
+    def drain_reconfiguration(
+        self,
+    ) -> tuple[list[StateHandoff], list[TaskReconfigured | UpdateChecked]]:
         """State handed over and parts done since the last call."""
         handoffs = [h for t in self.tasks for h in t.handoffs]
         done = [d for t in self.tasks for d in t.reconfigured]

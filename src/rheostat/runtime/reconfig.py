@@ -28,3 +28,13 @@ class StateHandoff:
 class TaskReconfigured:
     reconfig_id: int
     task_id: str
+
+
+@dataclass(frozen=True)
+class UpdateChecked:
+    """Whether this task's state passes the check of a function update (before any
+    task switches); ``refusal`` says why not."""
+
+    reconfig_id: int
+    task_id: str
+    refusal: str | None = None

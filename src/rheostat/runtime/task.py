@@ -35,7 +35,7 @@ from rheostat.runtime.messages import (
     Watermark,
 )
 from rheostat.runtime.operator import Operator, OperatorContext, build_operator, keep_key_groups
-from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured
+from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
 from rheostat.runtime.routing import Router, make_router
 from rheostat.runtime.source import SourceDriver
 from rheostat.runtime.watermarks import InputWatermarks
@@ -149,7 +149,7 @@ class Task:
         self._align = not all(plan.steps[s].at_least_once for s in self.chain.steps)
         # Live reconfiguration (see reconfigure()).
         self.handoffs: list[StateHandoff] = []  # drained by the host
-        self.reconfigured: list[TaskReconfigured] = []  # drained by the host
+        self.reconfigured: list[TaskReconfigured | UpdateChecked] = []  # drained by the host
         self._known_reconfig = 0  # the newest reconfiguration whose command arrived
         self._early: dict[int, set[int]] = {}  # markers of reconfigurations not yet known
         self._switch: _Switch | None = None
@@ -558,6 +558,27 @@ class Task:
                 plan.key_group_owners.get(out.edge.dst_step), plan.max_parallelism,
             )
         self.outboxes = [o for e in self._edges for o in e.outboxes.values()]
+
+    def check_update(self, plan: PhysicalPlan, reconfig_id: int, steps: tuple[str, ...]) -> None:
+        """Before a function update: would the new version take this task's state? It is
+        built aside and given a copy of the state; nothing here changes."""
+        for sid in steps:
+            if sid not in self.ops:
+                continue
+            old = self.ops[sid]
+            refusal = None
+            try:
+                trial = build_operator(plan.steps[sid])
+                trial.open(dataclasses.replace(old.ctx, step=plan.steps[sid],
+                                               emit_to=lambda batch, port: None))
+                if hasattr(old, "snapshot_state"):
+                    trial.restore([old.checkpoint(0)])
+                    if hasattr(trial, "check_state"):
+                        trial.check_state()
+            except Exception as exc:
+                refusal = (f"the new function of step {sid!r} does not accept the state of "
+                           f"task {self.task_id}: {type(exc).__name__}: {exc}")
+            self.reconfigured.append(UpdateChecked(reconfig_id, self.task_id, refusal))
 
     def _swap_operator(self, step_id: str, plan: PhysicalPlan) -> None:
         """Run the step's new function (or knobs) from here on, with the state it has."""

@@ -40,7 +40,7 @@ from rheostat.backends.base import (
 )
 from rheostat.backends.local.links import decode_batch
 from rheostat.plan.physical import PhysicalPlan
-from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured
+from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
 
 
 def _worker_env() -> dict[str, str]:
@@ -152,6 +152,8 @@ class LocalBackend(Backend):
             return StateHandedOver(StateHandoff(*msg[1:]))
         if kind == "reconfigured":
             return PartDone(TaskReconfigured(msg[1], msg[2]))
+        if kind == "checked":
+            return PartDone(UpdateChecked(msg[1], msg[2], msg[3]))
         if kind == "failed":
             error = pickle.loads(msg[2])
             if not hasattr(error, "traceback_text"):

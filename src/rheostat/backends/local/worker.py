@@ -31,6 +31,7 @@ from rheostat.plan.physical import Channel, PhysicalPlan
 from rheostat.runtime.channels import InputEndpoint, LocalChannel, OutputEndpoint
 from rheostat.runtime.host import TaskCrashed, TaskHost
 from rheostat.runtime.messages import FINAL_CHECKPOINT
+from rheostat.runtime.reconfig import UpdateChecked
 from rheostat.runtime.snapshots import (
     build_restores,
     dumps_state,
@@ -159,7 +160,10 @@ class Worker:
             self.control.send(("handoff", h.reconfig_id, h.step_id, h.from_task, h.to_task,
                                dumps_state(h.state)))
         for d in done:
-            self.control.send(("reconfigured", d.reconfig_id, d.task_id))
+            if isinstance(d, UpdateChecked):
+                self.control.send(("checked", d.reconfig_id, d.task_id, d.refusal))
+            else:
+                self.control.send(("reconfigured", d.reconfig_id, d.task_id))
 
     def _ship_snapshots(self) -> None:
         """Serialise and upload new snapshots in the background; ack each when written.
