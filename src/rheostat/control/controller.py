@@ -49,6 +49,7 @@ from rheostat.control.http_api import (
 from rheostat.control.job import JobStateMachine, Restart
 from rheostat.control.reconfig import InFlight, ReconfigCoordinator, Request
 from rheostat.control.tables import JobTables
+from rheostat.plan.keygroups import owners_digest
 from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan, assign_workers
 from rheostat.plan.reconfig import (
@@ -118,6 +119,9 @@ def plan_metadata(plan: PhysicalPlan) -> dict[str, Any]:
         "steps": list(plan.order),
         "parallelism": {c.chain_id: c.parallelism for c in plan.chains},
         "max_parallelism": plan.max_parallelism,
+        # Which task owned which key groups: a restore under other owners (after a live
+        # reconfiguration) regroups keyed state across the old tasks' parts.
+        "owners": {sid: owners_digest(o) for sid, o in plan.key_group_owners.items()},
     }
 
 
@@ -315,11 +319,19 @@ class Controller:
             elif isinstance(event, StateHandedOver):
                 f = self.reconfigs.in_flight
                 if f is not None and f.request.reconfig_id == event.handoff.reconfig_id:
-                    self.backend.send(f.placement[event.handoff.to_task],
-                                      InstallState(event.handoff))
+                    h = event.handoff
+                    log.debug("reconfiguration %d: +%.0f ms %s hands %s to %s (%s bytes)",
+                              h.reconfig_id, (time.monotonic() - f.started) * 1000,
+                              h.from_task, h.step_id, h.to_task, len(h.state)
+                              if isinstance(h.state, bytes) else "?")
+                    self.backend.send(f.placement[h.to_task], InstallState(h))
             elif isinstance(event, PartDone) and isinstance(event.done, UpdateChecked):
                 self._update_checked(event.done)
             elif isinstance(event, PartDone):
+                if self.reconfigs.in_flight is not None:
+                    log.debug("reconfiguration %d: +%.0f ms %s done", event.done.reconfig_id,
+                              (time.monotonic() - self.reconfigs.in_flight.started) * 1000,
+                              event.done.task_id)
                 f = self.reconfigs.part_done(event.done.reconfig_id, event.done.task_id,
                                              time.monotonic())
                 if f is not None:
@@ -423,6 +435,7 @@ class Controller:
                 restore = RestoreFrom(point, point.job["parallelism"])
         self.tables.restarted(command.attempt, command.reason,
                               restore.point.checkpoint_id if restore else None)
+        self._retired.clear()  # the restored job starts without them
         abandoned = self.reconfigs.abandon()
         if abandoned is not None:
             self._finish_reconfig(abandoned.request, "failed", reason=(

@@ -10,6 +10,9 @@ as Flink does, so that rescaling moves whole ranges.
 
 from __future__ import annotations
 
+import zlib
+from array import array
+
 DEFAULT_MAX_PARALLELISM = 4096
 
 
@@ -25,3 +28,12 @@ def default_owners(
 def groups_of(owners: tuple[int, ...], task_index: int) -> list[int]:
     """The key groups that task ``task_index`` owns."""
     return [g for g, t in enumerate(owners) if t == task_index]
+
+
+def owners_digest(owners: tuple[int, ...]) -> int:
+    """A short, stable fingerprint of an owner table (kept in checkpoint manifests).
+
+    >>> owners_digest((0, 1)) == owners_digest((0, 1)) != owners_digest((1, 0))
+    True
+    """
+    return zlib.crc32(array("i", owners).tobytes())

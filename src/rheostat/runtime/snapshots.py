@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from rheostat.plan.keygroups import owners_digest
 from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.runtime.task import TaskRestore, TaskSnapshot
@@ -86,17 +87,25 @@ def restore_for_task(
     part_names: Iterable[str],
     old_parallelism: dict[str, int],
     read: Callable[[str], bytes],
+    regrouped: frozenset[str] = frozenset(),
 ) -> TaskRestore:
-    """The state task ``task_id`` of ``plan`` starts from, read from a checkpoint's parts."""
+    """The state task ``task_id`` of ``plan`` starts from, read from a checkpoint's parts.
+
+    ``regrouped``: keyed steps whose key groups had other owners in the checkpoint.
+    """
     chain_id, index_text = task_id.rsplit("#", 1)
     index = int(index_text)
     chain = plan.chain_of(chain_id)
     names = set(part_names)
-    old_p = old_parallelism.get(chain_id, chain.parallelism)
+    # Tasks a live rescale retired leave their final parts in later checkpoints (their
+    # sinks' transactions among them): they count as old tasks too.
+    indexes = [int(n.split("/", 1)[0].rsplit("#", 1)[1]) for n in names
+               if n.split("/", 1)[0].rsplit("#", 1)[0] == chain_id]
+    old_p = max([old_parallelism.get(chain_id, chain.parallelism), *(i + 1 for i in indexes)])
     mine = [j for j in range(old_p) if j % chain.parallelism == index]
-    # Keyed state moves between tasks only when the parallelism changed: otherwise a task's
-    # key groups are the ones it had, and it reads its own parts alone.
-    rescaled = old_p != chain.parallelism
+    # Keyed state moves between tasks only when the parallelism or the owners changed:
+    # otherwise a task's key groups are the ones it had, and it reads its own parts alone.
+    rescaled = old_p != chain.parallelism or any(s in regrouped for s in chain.steps)
     restore = TaskRestore()
     chain_keyed = any(plan.steps[s].kind in STATEFUL_KINDS for s in chain.steps)
     for step_id in chain.steps:
@@ -142,6 +151,12 @@ def build_restores(
 ) -> dict[str, TaskRestore]:
     """Every task's restore from a verified checkpoint (its RestorePoint)."""
     names = tuple(point.part_names)
+    recorded = point.job.get("owners")
+    regrouped = frozenset(
+        sid for sid, owners in plan.key_group_owners.items()
+        if recorded is None or recorded.get(sid) != owners_digest(owners)
+    )
     return {
-        t: restore_for_task(plan, t, names, old_parallelism, point.read_part) for t in task_ids
+        t: restore_for_task(plan, t, names, old_parallelism, point.read_part, regrouped)
+        for t in task_ids
     }
