@@ -194,7 +194,8 @@ def max_rate(args: argparse.Namespace) -> float:
 def live(args: argparse.Namespace, rate: float) -> tuple[dict, list[dict]]:
     sink = LatencySink()
     anchor = int(now_ms()) + 2000
-    job = rs.start(build(args, sink, anchor, rate), parallelism=2, workers=2)
+    job = rs.start(build(args, sink, anchor, rate), parallelism=2, workers=2,
+                   reconfig_batch_groups=args.batch_groups)
     time.sleep(2 + args.warmup + args.seconds)
     base = steady(sink, anchor + args.warmup * 1000, now_ms())
     ops = [("rescale 2->4", lambda: job.rescale("hold", 4)),
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keys", type=int, default=50_000)
     ap.add_argument("--state-mb", type=int, default=20)
     ap.add_argument("--batch", type=int, default=500, help="source batch rows")
+    ap.add_argument("--batch-groups", type=int, default=512,
+                    help="key groups per migration stage (0: one stage)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the restart baseline")
     args = ap.parse_args(argv)
     print(json.dumps({"python": platform.python_version(), "pyarrow": pa.__version__,
                       "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
@@ -275,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"live_steady": lbase}), flush=True)
     for r in lrows:
         print(json.dumps(r), flush=True)
+    if args.no_baseline:
+        return
     bbase, brows = restart(args, rate)
     print(json.dumps({"restart_steady": bbase}), flush=True)
     for r in brows:

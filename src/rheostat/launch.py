@@ -59,7 +59,9 @@ def run(flow: Flow, **options: Any) -> JobResult:
     ``<flow>.tokens.json`` (mode 0600) while the job runs, and ``result.http`` holds them
     and the URL.
 
-    To change the job while it runs, use :func:`start` instead.
+    To change the job while it runs, use :func:`start` instead. A live migration moves at
+    most ``reconfig_batch_groups`` key groups at a time (0: all at once), so rows of only
+    those wait while their state moves.
     """
     return controller_for(flow, **options).run()
 
@@ -99,6 +101,7 @@ def controller_for(
     http_port: int | None = None,
     http_host: str = "127.0.0.1",
     http_tokens: Mapping[str, str] | None = None,
+    reconfig_batch_groups: int = 512,
 ) -> Controller:
     """The controller that will run ``flow`` (see :func:`run` for the options)."""
     flow.validate()
@@ -142,7 +145,8 @@ def controller_for(
         http = HttpApiSettings(http_port, http_host, http_tokens)
     job_tables = JobTables(tables, job=flow.name)
     return Controller(plan, backend_obj, config, callback, interval_s, restart,
-                      restore_from, tolerable_checkpoint_failures, job_tables, http)
+                      restore_from, tolerable_checkpoint_failures, job_tables, http,
+                      reconfig_batch_groups)
 
 
 def check_restorable(plan: PhysicalPlan, part_names: list[str], allow_dropped: bool) -> None:

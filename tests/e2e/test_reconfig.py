@@ -18,8 +18,8 @@ import rheostat as rs
 from rheostat.runtime.keys import key_groups
 
 STEP = "ev.aggregate"
-N_ROWS = 90_000
-RATE = 30_000  # rows/s: about 3 s of input, time for several reconfigurations
+N_ROWS = 120_000
+RATE = 30_000  # rows/s: about 4 s of input, time for several reconfigurations
 
 
 def events(n=N_ROWS, keys=300, seed=5):

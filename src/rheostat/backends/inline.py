@@ -56,7 +56,12 @@ class InlineBackend(Backend):
         self._host = TaskHost(
             plan, plan.task_ids, channels, channels, self._to_driver,  # type: ignore[arg-type]
             restores, config.checkpointing, isolate_tasks=True,
+            on_reconfig_report=self._reconfig_reported,
         )
+        self._reports = False
+
+    def _reconfig_reported(self) -> None:
+        self._reports = True  # return to the controller now: a stage waits for it
 
     def _to_driver(self, step_id: str, batch: pa.RecordBatch, key: Any = None) -> None:
         self._pending.append(SinkData(step_id, batch, key))
@@ -83,7 +88,7 @@ class InlineBackend(Backend):
         try:
             for _ in range(self.rounds_per_poll):
                 moved = host.run_round()
-                if self._pending or host.done:
+                if self._pending or host.done or self._reports:
                     break
                 if not moved:
                     time.sleep(0.0005)  # only rate-limited sources leave nothing to do
@@ -101,6 +106,7 @@ class InlineBackend(Backend):
             else:
                 self._pending.append(CheckpointAck(snap.task_id, snap.checkpoint_id, parts))
         handoffs, done = host.drain_reconfiguration()
+        self._reports = False
         self._pending += [StateHandedOver(h) for h in handoffs] + [PartDone(d) for d in done]
         events, self._pending = self._pending, []
         finished = host.newly_finished()

@@ -57,6 +57,7 @@ from rheostat.plan.reconfig import (
     UpdateFunction,
     describe,
     plan_reconfiguration,
+    stages,
 )
 from rheostat.runtime.checkpoint import CheckpointError
 from rheostat.runtime.errors import JobFailed
@@ -138,6 +139,7 @@ class Controller:
         tolerable_checkpoint_failures: int = 3,
         tables: JobTables | None = None,
         http: HttpApiSettings | None = None,
+        reconfig_batch_groups: int = 512,
     ) -> None:
         self.plan = plan
         self.backend = backend
@@ -158,6 +160,9 @@ class Controller:
         self.http_settings = http
         self.api: HttpApi | None = None
         self.reconfigs = ReconfigCoordinator()
+        #: Key groups one stage of a migration moves at most (0: all in one stage).
+        self.reconfig_batch_groups = reconfig_batch_groups
+        self._epoch = 0
         self.placement = assign_workers(plan, config.workers)
         self._cancel = threading.Event()
         # Tasks a reconfiguration retired -> checkpoints still to complete before their id
@@ -318,7 +323,7 @@ class Controller:
                 self.tables.metrics(event.tasks)
             elif isinstance(event, StateHandedOver):
                 f = self.reconfigs.in_flight
-                if f is not None and f.request.reconfig_id == event.handoff.reconfig_id:
+                if f is not None and f.epoch == event.handoff.reconfig_id:
                     h = event.handoff
                     log.debug("reconfiguration %d: +%.0f ms %s hands %s to %s (%s bytes)",
                               h.reconfig_id, (time.monotonic() - f.started) * 1000,
@@ -439,8 +444,8 @@ class Controller:
         abandoned = self.reconfigs.abandon()
         if abandoned is not None:
             self._finish_reconfig(abandoned.request, "failed", reason=(
-                "a task failed during it; the job restarted with the configuration before "
-                f"it ({command.reason})"))
+                "a task failed during it; the job restarted with the configuration of its "
+                f"last completed stage, in the tables ({command.reason})"))
         self.job.task_ids = list(self.plan.task_ids)
         time.sleep(self.restart_policy.backoff_s)
         self.backend.start(self.plan, self.placement, self.config, restore)
@@ -458,32 +463,51 @@ class Controller:
             return
         text = "; ".join(describe(op) for op in request.ops)
         try:
-            r = plan_reconfiguration(self.plan, self.placement, self.config.workers,
-                                     request.ops, request.reconfig_id)
-            blob = cloudpickle.dumps(r.plan)
+            parts = stages(self.plan, self.placement, self.config.workers, request.ops,
+                           self.reconfig_batch_groups)
         except Exception as exc:
             self.tables.reconfig_requested(request.reconfig_id, text)
             self._finish_reconfig(request, "refused", reason=str(exc), error=exc)
+            return
+        self._start_stage(request, parts, time.monotonic(), first=True)
+
+    def _start_stage(
+        self, request: Request, parts: list[list[Any]], started: float, first: bool
+    ) -> None:
+        """Plan and start the first of ``parts`` (the stages left of ``request``)."""
+        text = "; ".join(describe(op) for op in request.ops)
+        try:
+            r = plan_reconfiguration(self.plan, self.placement, self.config.workers,
+                                     parts[0], self._next_epoch(),
+                                     allow_idle_tasks=len(parts) > 1 or not first)
+            blob = cloudpickle.dumps(r.plan)
+        except Exception as exc:
+            if first:
+                self.tables.reconfig_requested(request.reconfig_id, text)
+            self._finish_reconfig(request, "refused" if first else "failed", reason=str(exc),
+                                  error=exc)
             return
         spec = r.spec
         self._release_retired()
         if any(t in self._retired for t in spec.added):
             self.reconfigs.put_back(request)  # until their predecessors are committed
             return
-        self.tables.reconfig_requested(request.reconfig_id, text)
+        if first:
+            self.tables.reconfig_requested(request.reconfig_id, text)
         touched = set(spec.affected_chains) | {
             r.plan.chain_of(s).chain_id for s in spec.updated_steps}
         expected = {t for t in set(self.plan.task_ids) | set(r.plan.task_ids)
                     if t.rsplit("#", 1)[0] in touched}
-        log.info("reconfiguration %d: %s", request.reconfig_id, text)
-        self.tables.reconfig_started(request.reconfig_id,
-                                     sum(len(m) for m in spec.moves.values()),
-                                     len(spec.added), len(spec.removed))
-        self.reconfigs.started(request, r.plan, r.placement, expected, spec.removed,
-                               time.monotonic())
+        if first:
+            log.info("reconfiguration %d: %s (%d stages)", request.reconfig_id, text,
+                     len(parts))
+            self.tables.reconfig_started(request.reconfig_id, len(parts))
+        self.reconfigs.started(request, r.plan, r.placement, expected, spec.removed, started,
+                               epoch=spec.reconfig_id)
         f = self.reconfigs.in_flight
         assert f is not None
-        f.spec, f.blob = spec, blob
+        f.spec, f.blob, f.remaining = spec, blob, parts[1:]
+        f.moved = sum(len(m) for m in spec.moves.values())
         checked = tuple(op.step for op in request.ops if isinstance(op, UpdateFunction)
                         and r.plan.steps[op.step].kind in STATEFUL_KINDS)
         checkers = {t for t in self.plan.task_ids if t not in self.job.finished_tasks
@@ -491,9 +515,14 @@ class Controller:
                             for s in checked)}
         if checkers:  # first every task checks the new function against its state
             f.phase, f.apply_expected, f.expected = "check", expected, checkers
-            self._send_all([CheckUpdate(request.reconfig_id, blob, checked)])
+            self._send_all([CheckUpdate(f.epoch, blob, checked)])
             return
         self._apply(f)
+
+    def _next_epoch(self) -> int:
+        """A new id for the markers of one stage (tasks tell stages apart by it)."""
+        self._epoch += 1
+        return self._epoch
 
     def _apply(self, f: InFlight) -> None:
         """Send the reconfiguration to every worker; from now on it runs."""
@@ -503,13 +532,13 @@ class Controller:
                 self.checkpoints.task_ids + f.plan.task_ids))
         self._send_all([Reconfigure(f.spec, f.blob, f.placement)])
         if not f.expected:
-            done = self.reconfigs.part_done(f.request.reconfig_id, "", time.monotonic())
+            done = self.reconfigs.part_done(f.epoch, "", time.monotonic())
             assert done is not None
             self._reconfigured(done)
 
     def _update_checked(self, check: UpdateChecked) -> None:
         f = self.reconfigs.in_flight
-        if f is None or f.phase != "check" or f.request.reconfig_id != check.reconfig_id:
+        if f is None or f.phase != "check" or f.epoch != check.reconfig_id:
             return
         if check.refusal is not None:  # nothing has switched: the old function runs on
             self.reconfigs.abandon()
@@ -534,9 +563,14 @@ class Controller:
             self._retired[t] = 2 if self.checkpoints is not None else 0
         self.plan, self.placement = f.plan, f.placement
         self.tables.plan_changed(self.plan, self.placement)
+        self.tables.reconfig_progress(f.request.reconfig_id, f.moved, len(f.spec.added),
+                                      len(f.spec.removed))
         if self.api is not None:
             self._task_chains = {c.task_id(i): (c.chain_id, ",".join(c.steps))
                                  for c in self.plan.chains for i in range(c.parallelism)}
+        if f.remaining:  # the next stage at once: no checkpoint in between
+            self._start_stage(f.request, f.remaining, f.started, first=False)
+            return
         log.info("reconfiguration %d done in %.0f ms", f.request.reconfig_id,
                  f.duration_s * 1000)
         self._finish_reconfig(f.request, "done", f.duration_s)

@@ -49,6 +49,9 @@ class InFlight:
     spec: Any = None
     blob: bytes = b""
     apply_expected: set[str] = field(default_factory=set)
+    remaining: list[Any] = field(default_factory=list)  # stages still to run after this
+    moved: int = 0  # key groups this stage moves
+    epoch: int = 0  # the id the stage's markers and reports carry
 
 
 class ReconfigCoordinator:
@@ -88,14 +91,17 @@ class ReconfigCoordinator:
 
     def started(
         self, request: Request, plan: Any, placement: dict[str, int], expected: set[str],
-        removed: tuple[str, ...], now: float,
+        removed: tuple[str, ...], now: float, epoch: int | None = None,
     ) -> None:
-        self.in_flight = InFlight(request, plan, placement, set(expected), removed, now)
+        """One stage of ``request`` runs; its markers and reports carry ``epoch`` (by
+        default the request's id)."""
+        self.in_flight = InFlight(request, plan, placement, set(expected), removed, now,
+                                  epoch=request.reconfig_id if epoch is None else epoch)
 
-    def part_done(self, reconfig_id: int, task_id: str, now: float) -> InFlight | None:
-        """Record a task's part; the reconfiguration once every expected part is in."""
+    def part_done(self, epoch: int, task_id: str, now: float) -> InFlight | None:
+        """Record a task's part in stage ``epoch``; the stage once every part is in."""
         f = self.in_flight
-        if f is None or f.request.reconfig_id != reconfig_id:
+        if f is None or f.epoch != epoch:
             return None
         f.done.add(task_id)
         if not f.expected <= f.done:

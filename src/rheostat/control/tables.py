@@ -46,8 +46,8 @@ create table if not exists restarts (
     job text, attempt integer, at real, reason text, restored_checkpoint integer);
 create table if not exists reconfigurations (
     job text, reconfig_id integer, request text, state text, requested_at real,
-    started_at real, finished_at real, duration_ms real, moved_key_groups integer,
-    tasks_added integer, tasks_removed integer, reason text);
+    started_at real, finished_at real, duration_ms real, stages integer,
+    moved_key_groups integer, tasks_added integer, tasks_removed integer, reason text);
 create table if not exists metrics (
     job text, task_id text, at real, rows_in integer, rows_out integer,
     batches_in integer, busy_s real, backpressure_s real, watermark integer);
@@ -154,13 +154,22 @@ class JobTables:
                 "insert into reconfigurations (job, reconfig_id, request, state, requested_at) "
                 "values (?, ?, ?, 'requested', ?)", (self.job, reconfig_id, request, time.time()))
 
-    def reconfig_started(self, reconfig_id: int, moved: int, added: int, removed: int) -> None:
+    def reconfig_started(self, reconfig_id: int, stages: int) -> None:
         with self._lock, self._db:
             self._db.execute(
-                "update reconfigurations set state = 'running', started_at = ?, "
-                "moved_key_groups = ?, tasks_added = ?, tasks_removed = ? "
+                "update reconfigurations set state = 'running', started_at = ?, stages = ?, "
+                "moved_key_groups = 0, tasks_added = 0, tasks_removed = 0 "
                 "where job = ? and reconfig_id = ?",
-                (time.time(), moved, added, removed, self.job, reconfig_id))
+                (time.time(), stages, self.job, reconfig_id))
+
+    def reconfig_progress(self, reconfig_id: int, moved: int, added: int, removed: int) -> None:
+        """A stage is done: add what it moved, added and retired."""
+        with self._lock, self._db:
+            self._db.execute(
+                "update reconfigurations set moved_key_groups = moved_key_groups + ?, "
+                "tasks_added = tasks_added + ?, tasks_removed = tasks_removed + ? "
+                "where job = ? and reconfig_id = ?",
+                (moved, added, removed, self.job, reconfig_id))
 
     def reconfig_done(self, reconfig_id: int, state: str, duration_s: float | None = None,
                       reason: str | None = None) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any
 
 from rheostat.plan.errors import FlowError
@@ -78,7 +79,15 @@ class Place:
     worker: int
 
 
-Operation = Rescale | MoveKeyGroups | UpdateFunction | SetKnob | Place
+@dataclass(frozen=True)
+class SetOwners:
+    """Internal: the whole owner table of keyed step ``step`` (a stage of a migration)."""
+
+    step: str
+    owners: tuple[int, ...]
+
+
+Operation = Rescale | MoveKeyGroups | UpdateFunction | SetKnob | Place | SetOwners
 
 #: Steps whose function can be swapped while the job runs.
 UPDATABLE_KINDS = frozenset({"map", "keyed_process"})
@@ -95,6 +104,8 @@ def describe(op: Operation) -> str:
         return f"update {op.step} to {name}"
     if isinstance(op, SetKnob):
         return f"knob {op.step}.{op.name} = {op.value!r}"
+    if isinstance(op, SetOwners):
+        return f"owners of {op.step}"
     return f"place {op.task} on worker {op.worker}"
 
 
@@ -176,9 +187,12 @@ def balanced_owners(owners: Sequence[int], parallelism: int) -> tuple[int, ...]:
 
 def plan_reconfiguration(
     plan: PhysicalPlan, placement: Mapping[str, int], workers: int,
-    ops: Sequence[Operation], reconfig_id: int,
+    ops: Sequence[Operation], reconfig_id: int, allow_idle_tasks: bool = False,
 ) -> Reconfiguration:
-    """The plan after ``ops`` (applied in order, as one change) and each task's part."""
+    """The plan after ``ops`` (applied in order, as one change) and each task's part.
+
+    ``allow_idle_tasks``: a task may own no key group (between stages of a migration).
+    """
     if not ops:
         raise ReconfigError("a reconfiguration needs at least one operation")
     steps: dict[str, Step] = dict(plan.steps)
@@ -211,6 +225,10 @@ def plan_reconfiguration(
                                     f"(got {bad[:5] or 'none'})")
             for g in op.groups:
                 owners[op.step][g] = op.to_task
+        elif isinstance(op, SetOwners):
+            if op.step not in owners or len(op.owners) != plan.max_parallelism:
+                raise ReconfigError(f"owners of {op.step!r}: one task index per key group")
+            owners[op.step] = list(op.owners)
         elif isinstance(op, UpdateFunction):
             step = steps[op.step]
             if step.kind not in UPDATABLE_KINDS:
@@ -229,7 +247,9 @@ def plan_reconfiguration(
     for sid, new_owners in owners.items():
         used = set(new_owners)
         p = par[plan.chain_of(sid).chain_id]
-        if used != set(range(p)):
+        if not used <= set(range(p)):
+            raise ReconfigError(f"step {sid!r}: owner table names tasks beyond 0..{p - 1}")
+        if used != set(range(p)) and not allow_idle_tasks:
             idle = sorted(set(range(p)) - used)
             raise ReconfigError(f"step {sid!r}: task(s) {idle} would own no key group; "
                                 "rescale down instead of emptying a task")
@@ -319,3 +339,51 @@ def _build(
         tuple(new_ids), updated,
     )
     return Reconfiguration(new_plan, new_placement, spec)
+
+
+def stages(
+    plan: PhysicalPlan, placement: Mapping[str, int], workers: int, ops: Sequence[Operation],
+    max_groups: int,
+) -> list[list[Operation]]:
+    """``ops`` as a sequence of smaller reconfigurations, each moving at most ``max_groups``
+    key groups (as Megaphone does: a short pause per piece instead of one long one).
+
+    Only a request that changes one keyed step's owners (a rescale or moves) is split;
+    anything else runs as one stage. Growing, the first stage adds the tasks (with some
+    key groups each); shrinking, the last stage retires the emptied tasks.
+
+    >>> from rheostat.plan.logical import SourceStep, KeyedProcessStep, Input, Port, Routing
+    >>> from rheostat.plan.physical import lower
+    >>> plan = lower((SourceStep("s", ()), KeyedProcessStep(
+    ...     "p", (Input(Port("s"), Routing("hash", ("k",))),), keys=("k",))), 2, 16)
+    >>> [[describe(o) for o in st] for st in stages(plan, {}, 1, [Rescale("p", 4)], 3)]
+    [['rescale p to 4', 'owners of p'], ['owners of p'], ['owners of p']]
+    """
+    if max_groups <= 0 or not all(isinstance(o, Rescale | MoveKeyGroups) for o in ops):
+        return [list(ops)]
+    steps = {o.step for o in ops}
+    if len(steps) != 1:
+        return [list(ops)]
+    (step,) = steps
+    if step not in plan.key_group_owners:
+        return [list(ops)]
+    final = plan_reconfiguration(plan, placement, workers, ops, 0).plan
+    old, new = plan.key_group_owners[step], final.key_group_owners[step]
+    by_dest: dict[int, list[int]] = {}
+    for g, (a, b) in enumerate(zip(old, new, strict=True)):
+        if a != b:
+            by_dest.setdefault(b, []).append(g)
+    order = [g for batch in zip_longest(*by_dest.values()) for g in batch if g is not None]
+    if len(order) <= max_groups:
+        return [list(ops)]
+    chunks = [order[i:i + max_groups] for i in range(0, len(order), max_groups)]
+    p_old, p_new = plan.parallelism[step], final.parallelism[step]
+    owners, out = list(old), []
+    for i, chunk in enumerate(chunks):
+        for g in chunk:
+            owners[g] = new[g]
+        stage: list[Operation] = [SetOwners(step, tuple(owners))]
+        if (p_new > p_old and i == 0) or (p_new < p_old and i == len(chunks) - 1):
+            stage.insert(0, Rescale(step, p_new))
+        out.append(stage)
+    return out

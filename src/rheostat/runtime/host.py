@@ -38,10 +38,17 @@ class TaskHost:
         restores: dict[str, TaskRestore] | None = None,
         checkpointing: bool = False,
         isolate_tasks: bool = False,
+        on_reconfig_report: Callable[[], None] | None = None,
+        between_tasks: Callable[[], None] | None = None,
     ) -> None:
         """``isolate_tasks``: give each task its own copy of the plan, as if it ran in its
         own process, so tasks sharing this host share no user object."""
         restores = restores or {}
+        #: Called as soon as a task has state to hand over or a part done, mid-round: the
+        #: tasks waiting for it should not wait for the rest of the round.
+        self.on_reconfig_report = on_reconfig_report
+        #: Called after each task's step (a worker carries out commands that came in).
+        self.between_tasks = between_tasks
         self.send_to_driver = send_to_driver
         self.checkpointing = checkpointing
         self.isolate_tasks = isolate_tasks
@@ -72,6 +79,10 @@ class TaskHost:
                 moved = task.step() or moved
             except Exception as exc:
                 raise TaskCrashed(task.task_id, exc) from exc
+            if self.on_reconfig_report is not None and (task.handoffs or task.reconfigured):
+                self.on_reconfig_report()
+            if self.between_tasks is not None:
+                self.between_tasks()
         return moved
 
     def newly_finished(self) -> list[str]:

@@ -109,6 +109,11 @@ class Operator:
         for part in parts:
             restore_state(part)
 
+    def adopt(self, old: Operator) -> None:
+        """Take over the state of ``old``, this step's operator until a function update."""
+        if hasattr(old, "snapshot_state"):
+            self.restore([old.checkpoint(0)])
+
     def take_over(self, state: Any) -> None:
         """Add state of key groups another task handed over while the job runs."""
         self.restore([state])

@@ -92,7 +92,7 @@ class _Switch:
     losing: dict[str, dict[int, list[int]]]  # step -> new owner index -> key groups
     retiring: bool
     marked: set[int] = field(default_factory=set)  # inputs whose marker has arrived
-    deferred: dict[int, list[Watermark]] = field(default_factory=dict)  # their watermarks
+    deferred: dict[int, list[Message]] = field(default_factory=dict)  # their watermarks, ends
     arrived: list[tuple[str, str, Any]] = field(default_factory=list)  # state handed here
 
 
@@ -321,13 +321,9 @@ class Task:
                 self._dispatch(self.chain.steps[0], "main", message.data)
             else:
                 self._to_head(message.data, channel)
+        elif isinstance(message, Watermark | EndOfStream) and self._defer(message, channel):
+            return
         elif isinstance(message, Watermark):
-            sw = self._switch
-            if sw is not None and channel is not None and channel in sw.marked:
-                # After its marker a channel's watermark speaks for the new owners' rows:
-                # it waits, so no window of a key group leaving here fires early.
-                sw.deferred.setdefault(channel, []).append(message)
-                return
             if channel is None:
                 advanced = None if message.idle else message.value
                 if message.idle:
@@ -361,6 +357,16 @@ class Task:
                     self._end_deferred = True  # once the state it waits for is in
                 else:
                     self._end_ops()
+
+    def _defer(self, message: Watermark | EndOfStream, channel: int | None) -> bool:
+        """After its marker, a channel's watermarks (and its end, a watermark at infinity)
+        speak for rows routed by the new plan: they wait until this task has handed its
+        leaving key groups over, so none of their windows fires early."""
+        sw = self._switch
+        if sw is None or channel is None or channel not in sw.marked:
+            return False
+        sw.deferred.setdefault(channel, []).append(message)
+        return True
 
     def _end_ops(self) -> None:
         if self._ops_ended:
@@ -543,12 +549,12 @@ class Task:
             for c in chans:
                 if c.channel_id in spec.new_channels:
                     boxes[c.dst_index] = Outbox(outputs[c.channel_id])
-                    if self.finished:  # nothing more will come from here
+                    if self._ops_ended:  # its end of stream went out already
                         boxes[c.dst_index].put(EndOfStream())
                 else:
                     boxes[c.dst_index] = out.outboxes[c.dst_index]
             for dst, box in out.outboxes.items():
-                if into_changed and not self.finished:
+                if into_changed and not self._ops_ended:  # an end of stream counts as one
                     box.put(marker)
                 if dst not in boxes or boxes[dst] is not box:
                     self._draining.append(box)
@@ -571,10 +577,11 @@ class Task:
                 trial = build_operator(plan.steps[sid])
                 trial.open(dataclasses.replace(old.ctx, step=plan.steps[sid],
                                                emit_to=lambda batch, port: None))
-                if hasattr(old, "snapshot_state"):
+                check = getattr(old, "check_state", None)
+                if check is not None and hasattr(trial, "fn"):
+                    check(trial.fn)  # the new version reads the live state; nothing copied
+                elif hasattr(old, "snapshot_state"):
                     trial.restore([old.checkpoint(0)])
-                    if hasattr(trial, "check_state"):
-                        trial.check_state()
             except Exception as exc:
                 refusal = (f"the new function of step {sid!r} does not accept the state of "
                            f"task {self.task_id}: {type(exc).__name__}: {exc}")
@@ -585,11 +592,7 @@ class Task:
         old = self.ops[step_id]
         new = build_operator(plan.steps[step_id])
         new.open(dataclasses.replace(old.ctx, step=plan.steps[step_id]))
-        state = old.checkpoint(0) if hasattr(old, "snapshot_state") else None
-        if state is not None:
-            self._call(new, "restore", [state])
-            if hasattr(new, "check_state"):  # the new version may refuse state it cannot read
-                self._call(new, "check_state")
+        self._call(new, "adopt", old)  # checked before the switch (check_update)
         self.ops[step_id] = new
         for targets in self._targets.values():
             for i, t in enumerate(targets):

@@ -72,6 +72,7 @@ class Worker:
         threading.Thread(target=_read_control, args=(control, self.commands, self.wake),
                          daemon=True).start()
         self.host: TaskHost | None = None
+        self._stop = False
         try:
             plan: PhysicalPlan = cloudpickle.loads(boot["plan"])
             placement: dict[str, int] = boot["placement"]
@@ -86,7 +87,9 @@ class Worker:
                 plan, my_tasks, restore.point, restore.parallelism
             )
             self.host = TaskHost(plan, my_tasks, inputs, outputs, self._to_driver, restores,
-                                 self.store is not None, isolate_tasks=True)
+                                 self.store is not None, isolate_tasks=True,
+                                 on_reconfig_report=self._ship_reconfiguration,
+                                 between_tasks=self._between_tasks)
         except Exception as exc:
             _report_failure(control, f"worker {worker}", exc)
 
@@ -99,7 +102,7 @@ class Worker:
         idle_wait = 0.0005
         crashed = host is None
         while True:
-            if self._handle_commands():
+            if self._handle_commands() or self._stop:
                 break
             moved = False
             if not crashed and host is not None and not host.done:
@@ -130,6 +133,12 @@ class Worker:
             self.control.send(("metrics", host.metrics()))
         self.control.send(("bye",))
 
+    def _between_tasks(self) -> None:
+        """Commands that came in while the round runs wait for one task's step, not for
+        the whole round (a reconfiguration's stages are chains of such hops)."""
+        if self.commands and not self._stop:
+            self._stop = self._handle_commands()
+
     def _handle_commands(self) -> bool:
         """Carry out the controller's commands in order; True on stop."""
         while self.commands:
@@ -141,6 +150,7 @@ class Worker:
             try:
                 if carry_out(self.host, command, self.worker, self._new_endpoints):
                     self.control.send(("committed", self.worker))
+                self._ship_reconfiguration()  # a hand-over done at once is sent at once
             except TaskCrashed as crash:
                 _report_failure(self.control, crash.task_id, crash.error)
         return False
