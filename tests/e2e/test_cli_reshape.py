@@ -1,6 +1,6 @@
 """The README's walk-through: reshape a job started by ``rheostat run`` from another shell.
 
-``rheostat run`` runs a paced keyed window job on worker processes; ``rheostat rescale``,
+``rheostat run`` runs a paced keyed window job (about 10 s) on worker processes; ``rheostat rescale``,
 ``move`` and ``status`` talk to it through its HTTP API while it runs; its Parquet output
 must equal the same query in DuckDB.
 """
@@ -22,7 +22,7 @@ import rheostat as rs
 def events():
     rnd = random.Random(4)
     return [{"k": rnd.randint(0, 500), "v": rnd.randint(0, 9), "ts": 1_000_000 + i}
-            for i in range(60_000)]
+            for i in range(120_000)]
 
 flow = rs.Flow("reshape-cli")
 (flow.source("ev", rs.testing.rows(events(), batch_size=200), timestamp="ts",
