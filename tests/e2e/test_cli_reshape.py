@@ -1,8 +1,8 @@
 """The README's walk-through: reshape a job started by ``rheostat run`` from another shell.
 
-``rheostat run`` runs a paced keyed window job (about 10 s) on worker processes; ``rheostat rescale``,
-``move`` and ``status`` talk to it through its HTTP API while it runs; its Parquet output
-must equal the same query in DuckDB.
+``rheostat run`` runs a paced keyed window job (about 10 s) on worker processes;
+``rheostat rescale``, ``move`` and ``status`` talk to it through its HTTP API while it
+runs; its Parquet output must equal the same query in DuckDB.
 """
 
 import os

@@ -16,20 +16,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import cloudpickle
 import pyarrow as pa
 
 from rheostat.backends.base import (
     Backend,
     CheckpointAck,
     CheckpointFailed,
-    CheckUpdate,
     CompleteCheckpoint,
     Event,
     InstallState,
     MetricsReport,
     PartDone,
-    Reconfigure,
     RestoreFrom,
     RunConfig,
     SinkData,
@@ -47,18 +44,11 @@ from rheostat.control.http_api import (
     snapshot_metrics,
 )
 from rheostat.control.job import JobStateMachine, Restart
-from rheostat.control.reconfig import InFlight, ReconfigCoordinator, Request
+from rheostat.control.reconfig import ReconfigCoordinator
+from rheostat.control.reconfigurer import _LATER, LiveReconfigurer, _answer
 from rheostat.control.tables import JobTables
 from rheostat.plan.keygroups import owners_digest
-from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan, assign_workers
-from rheostat.plan.reconfig import (
-    ReconfigError,
-    UpdateFunction,
-    describe,
-    plan_reconfiguration,
-    stages,
-)
 from rheostat.runtime.checkpoint import CheckpointError
 from rheostat.runtime.errors import JobFailed
 from rheostat.runtime.messages import FINAL_CHECKPOINT
@@ -126,7 +116,7 @@ def plan_metadata(plan: PhysicalPlan) -> dict[str, Any]:
     }
 
 
-class Controller:
+class Controller(LiveReconfigurer):
     def __init__(
         self,
         plan: PhysicalPlan,
@@ -450,173 +440,3 @@ class Controller:
         time.sleep(self.restart_policy.backoff_s)
         self.backend.start(self.plan, self.placement, self.config, restore)
         self.job.restarted()
-
-
-    # --- live reconfiguration ---------------------------------------------------------
-
-    def _maybe_reconfigure(self) -> None:
-        """Start the next queued reconfiguration, never while a checkpoint is in flight."""
-        if self.checkpoints is not None and self.checkpoints.in_flight is not None:
-            return
-        request = self.reconfigs.next_request()
-        if request is None:
-            return
-        text = "; ".join(describe(op) for op in request.ops)
-        try:
-            parts = stages(self.plan, self.placement, self.config.workers, request.ops,
-                           self.reconfig_batch_groups)
-        except Exception as exc:
-            self.tables.reconfig_requested(request.reconfig_id, text)
-            self._finish_reconfig(request, "refused", reason=str(exc), error=exc)
-            return
-        self._start_stage(request, parts, time.monotonic(), first=True)
-
-    def _start_stage(
-        self, request: Request, parts: list[list[Any]], started: float, first: bool
-    ) -> None:
-        """Plan and start the first of ``parts`` (the stages left of ``request``)."""
-        text = "; ".join(describe(op) for op in request.ops)
-        try:
-            r = plan_reconfiguration(self.plan, self.placement, self.config.workers,
-                                     parts[0], self._next_epoch(),
-                                     allow_idle_tasks=len(parts) > 1 or not first)
-            blob = cloudpickle.dumps(r.plan)
-        except Exception as exc:
-            if first:
-                self.tables.reconfig_requested(request.reconfig_id, text)
-            self._finish_reconfig(request, "refused" if first else "failed", reason=str(exc),
-                                  error=exc)
-            return
-        spec = r.spec
-        self._release_retired()
-        if any(t in self._retired for t in spec.added):
-            self.reconfigs.put_back(request)  # until their predecessors are committed
-            return
-        if first:
-            self.tables.reconfig_requested(request.reconfig_id, text)
-        touched = set(spec.affected_chains) | {
-            r.plan.chain_of(s).chain_id for s in spec.updated_steps}
-        expected = {t for t in set(self.plan.task_ids) | set(r.plan.task_ids)
-                    if t.rsplit("#", 1)[0] in touched}
-        if first:
-            log.info("reconfiguration %d: %s (%d stages)", request.reconfig_id, text,
-                     len(parts))
-            self.tables.reconfig_started(request.reconfig_id, len(parts))
-        self.reconfigs.started(request, r.plan, r.placement, expected, spec.removed, started,
-                               epoch=spec.reconfig_id)
-        f = self.reconfigs.in_flight
-        assert f is not None
-        f.spec, f.blob, f.remaining = spec, blob, parts[1:]
-        f.moved = sum(len(m) for m in spec.moves.values())
-        checked = tuple(op.step for op in request.ops if isinstance(op, UpdateFunction)
-                        and r.plan.steps[op.step].kind in STATEFUL_KINDS)
-        checkers = {t for t in self.plan.task_ids if t not in self.job.finished_tasks
-                    and any(s in self.plan.chain_of(t.rsplit("#", 1)[0]).steps
-                            for s in checked)}
-        if checkers:  # first every task checks the new function against its state
-            f.phase, f.apply_expected, f.expected = "check", expected, checkers
-            self._send_all([CheckUpdate(f.epoch, blob, checked)])
-            return
-        self._apply(f)
-
-    def _next_epoch(self) -> int:
-        """A new id for the markers of one stage (tasks tell stages apart by it)."""
-        self._epoch += 1
-        return self._epoch
-
-    def _apply(self, f: InFlight) -> None:
-        """Send the reconfiguration to every worker; from now on it runs."""
-        self.job.task_ids = list(f.plan.task_ids)
-        if self.checkpoints is not None:  # a retired task's final state stays in them
-            self.checkpoints.task_ids = list(dict.fromkeys(
-                self.checkpoints.task_ids + f.plan.task_ids))
-        self._send_all([Reconfigure(f.spec, f.blob, f.placement)])
-        if not f.expected:
-            done = self.reconfigs.part_done(f.epoch, "", time.monotonic())
-            assert done is not None
-            self._reconfigured(done)
-
-    def _update_checked(self, check: UpdateChecked) -> None:
-        f = self.reconfigs.in_flight
-        if f is None or f.phase != "check" or f.epoch != check.reconfig_id:
-            return
-        if check.refusal is not None:  # nothing has switched: the old function runs on
-            self.reconfigs.abandon()
-            self._finish_reconfig(f.request, "refused", reason=check.refusal)
-            return
-        f.done.add(check.task_id)
-        if f.expected <= f.done:
-            f.phase, f.expected, f.done = "apply", f.apply_expected, set()
-            self._apply(f)
-
-    def _release_retired(self) -> None:
-        """Forget retired tasks whose final state no checkpoint needs any more."""
-        for t, left in list(self._retired.items()):
-            if left <= 0 and t in self.job.finished_tasks:
-                del self._retired[t]
-                self.job.finished_tasks.discard(t)
-                if self.checkpoints is not None:
-                    self.checkpoints.forget(t)
-
-    def _reconfigured(self, f: InFlight) -> None:
-        for t in f.removed:
-            self._retired[t] = 2 if self.checkpoints is not None else 0
-        self.plan, self.placement = f.plan, f.placement
-        self.tables.plan_changed(self.plan, self.placement)
-        self.tables.reconfig_progress(f.request.reconfig_id, f.moved, len(f.spec.added),
-                                      len(f.spec.removed))
-        if self.api is not None:
-            self._task_chains = {c.task_id(i): (c.chain_id, ",".join(c.steps))
-                                 for c in self.plan.chains for i in range(c.parallelism)}
-        if f.remaining:  # the next stage at once: no checkpoint in between
-            self._start_stage(f.request, f.remaining, f.started, first=False)
-            return
-        log.info("reconfiguration %d done in %.0f ms", f.request.reconfig_id,
-                 f.duration_s * 1000)
-        self._finish_reconfig(f.request, "done", f.duration_s)
-        if self.checkpoints is not None:
-            self.checkpoints.soon()  # the new configuration's first checkpoint
-
-    def _finish_reconfig(
-        self, request: Request, state: str, duration_s: float | None = None,
-        reason: str | None = None, error: BaseException | None = None,
-    ) -> None:
-        self.tables.reconfig_done(request.reconfig_id, state, duration_s, reason)
-        if request.reply.done():
-            return
-        if state == "done":
-            request.reply.set_result({
-                "reconfig_id": request.reconfig_id, "status": state,
-                "duration_ms": None if duration_s is None else round(duration_s * 1000, 1),
-                "reason": reason,
-            })
-        else:
-            if error is None or not isinstance(error, ReconfigError):
-                error = ReconfigError(f"reconfiguration {request.reconfig_id} {state}: {reason}")
-            request.reply.set_exception(error)
-
-    def _refuse_rest(self, reason: str) -> None:
-        f = self.reconfigs.abandon()
-        if f is not None:
-            self._finish_reconfig(f.request, "failed", reason=reason)
-        for request in self.reconfigs.drain(reason):
-            self.tables.reconfig_requested(request.reconfig_id,
-                                           "; ".join(describe(op) for op in request.ops))
-            self._finish_reconfig(request, "refused", reason=reason)
-
-
-#: An API request whose answer comes later (a reconfiguration takes a while).
-_LATER = object()
-
-
-def _answer(request: ApiRequest, outcome: Future[dict[str, Any]]) -> None:
-    """Copy a reconfiguration's outcome to the HTTP request waiting for it."""
-    if request.reply.done():
-        return
-    error = outcome.exception()
-    if error is None:
-        request.reply.set_result(outcome.result())
-    elif isinstance(error, ReconfigError):
-        request.reply.set_exception(ApiError(409, str(error)))
-    else:
-        request.reply.set_exception(error)
