@@ -125,3 +125,13 @@ def test_stages_move_every_group_once_growing_first_and_shrinking_last(old_p, ne
         current = r.plan
     assert current.key_group_owners["p"] == final
     assert len(moved) == len(set(moved))
+
+
+def test_channel_ids_are_never_reused_after_a_rescale_down_and_up():
+    plan = keyed_plan(3)
+    seen = {c.channel_id for c in plan.channels}
+    for n in (1, 3, 2, 4):
+        r = replan(plan, Rescale("p", n))
+        assert not seen & set(r.spec.new_channels)
+        seen |= set(r.spec.new_channels)
+        plan = r.plan

@@ -67,6 +67,10 @@ class PhysicalPlan:
     max_parallelism: int = DEFAULT_MAX_PARALLELISM
     # For every step with a hash-routed input: key group -> index of the owning task.
     key_group_owners: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: The lowest channel id never used by this plan or one before it: a reconfiguration
+    #: numbers new channels from here, so an id is never reused (a worker may still hold
+    #: the endpoint of a removed channel). -1: one past the highest id in ``channels``.
+    next_channel_id: int = -1
 
     def chain_of(self, step_id: str) -> Chain:
         for chain in self.chains:

@@ -296,7 +296,8 @@ def _build(
     chains = tuple(Chain(c.chain_id, c.steps, par[c.chain_id]) for c in plan.chains)
     chain_of = {sid: c for c in chains for sid in c.steps}
     old = {(c.edge, c.src_index, c.dst_index): c for c in plan.channels}
-    next_id = max((c.channel_id for c in plan.channels), default=-1) + 1
+    next_id = max(plan.next_channel_id,
+                  max((c.channel_id for c in plan.channels), default=-1) + 1)
     channels: list[Channel] = []
     new_ids: list[int] = []
     for e in plan.edges:
@@ -317,6 +318,7 @@ def _build(
     new_plan = dataclasses.replace(
         plan, steps=steps, parallelism={sid: par[chain_of[sid].chain_id] for sid in plan.order},
         chains=chains, channels=tuple(channels), key_group_owners=new_owners,
+        next_channel_id=next_id,
     )
     moves = {
         sid: {g: (a, b) for g, (a, b) in enumerate(zip(plan.key_group_owners[sid], o))
