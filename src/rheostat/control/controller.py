@@ -153,6 +153,7 @@ class Controller(LiveReconfigurer):
         #: Key groups one stage of a migration moves at most (0: all in one stage).
         self.reconfig_batch_groups = reconfig_batch_groups
         self._epoch = 0
+        self._incarnation = 0  # restarts so far: events of an earlier one are stale
         self.placement = assign_workers(plan, config.workers)
         self._cancel = threading.Event()
         # Tasks a reconfiguration retired -> checkpoints still to complete before their id
@@ -297,7 +298,11 @@ class Controller(LiveReconfigurer):
     # --- events -----------------------------------------------------------------------
 
     def _handle(self, events: Iterable[Event]) -> None:
+        incarnation = self._incarnation
         for event in events:
+            if self._incarnation != incarnation and not isinstance(event, SinkData):
+                continue  # sent by the workers a restart in this batch replaced
+
             if isinstance(event, SinkData):
                 self._deliver([event])
             elif isinstance(event, CheckpointAck):
@@ -431,6 +436,7 @@ class Controller(LiveReconfigurer):
         self.tables.restarted(command.attempt, command.reason,
                               restore.point.checkpoint_id if restore else None)
         self._retired.clear()  # the restored job starts without them
+        self._incarnation += 1
         abandoned = self.reconfigs.abandon()
         if abandoned is not None:
             self._finish_reconfig(abandoned.request, "failed", reason=(
