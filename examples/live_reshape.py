@@ -9,9 +9,9 @@ and, from another terminal, change it while it runs::
 
     rheostat status live-hot-items
     rheostat rescale live-hot-items counts 4
-    rheostat move live-hot-items counts 0-1023 --to 1
+    rheostat move live-hot-items counts 0-511 --to 1
     rheostat rescale live-hot-items counts 2
-    rheostat sql live-hot-items "select reconfig_id, request, state, duration_ms from reconfigurations"
+    rheostat sql live-hot-items "select * from reconfigurations"
 
 ``LIVE_RESHAPE_RATE`` and ``LIVE_RESHAPE_EVENTS`` change the pace and the length.
 """
