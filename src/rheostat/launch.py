@@ -37,7 +37,11 @@ def run(flow: Flow, **options: Any) -> JobResult:
 
     ``backend="local"`` runs worker processes on this machine (``workers`` of them, by
     default one per core, at most ``parallelism``); ``"inline"`` runs every task in this
-    process in a fixed order (deterministic, for tests and debugging).
+    process in a fixed order (deterministic, for tests and debugging); ``"ray"`` runs the
+    workers (``workers``, default ``parallelism``) as actors on the Ray cluster at
+    ``ray_address`` (``"auto"``, ``"ray://head:10001"``; default: the running one, or a
+    new Ray instance on this machine). Pass a :class:`~rheostat.backends.ray.backend.
+    RayBackend` as ``backend`` for its other options.
 
     ``checkpoint_interval`` (e.g. ``"1s"``) turns on aligned checkpoints, kept in
     ``checkpoint_dir`` (a directory or fsspec URL; default ``.rheostat/checkpoints/<flow>``).
@@ -102,13 +106,14 @@ def controller_for(
     http_host: str = "127.0.0.1",
     http_tokens: Mapping[str, str] | None = None,
     reconfig_batch_groups: int = 512,
+    ray_address: str | None = None,
 ) -> Controller:
     """The controller that will run ``flow`` (see :func:`run` for the options)."""
     flow.validate()
     check_serialisable(flow.steps)
     plan = lower(flow.steps, parallelism, max_parallelism, flow.name)
     if isinstance(backend, str):
-        backend_obj, n_workers = _make_backend(backend, parallelism, workers)
+        backend_obj, n_workers = _make_backend(backend, parallelism, workers, ray_address)
     else:
         backend_obj, n_workers = backend, workers or 1
     store = None
@@ -162,7 +167,7 @@ def check_restorable(plan: PhysicalPlan, part_names: list[str], allow_dropped: b
 
 
 def _make_backend(
-    name: str, parallelism: int, workers: int | None
+    name: str, parallelism: int, workers: int | None, ray_address: str | None = None
 ) -> tuple[Backend, int]:
     if name == "inline":
         from rheostat.backends.inline import InlineBackend
@@ -174,5 +179,11 @@ def _make_backend(
         n = workers or max(1, min(parallelism, os.cpu_count() or 1))
         return LocalBackend(), n
     if name == "ray":
-        raise NotImplementedError("the Ray backend is not built yet; use backend='local'")
-    raise ValueError(f"unknown backend {name!r}; use 'local' or 'inline'")
+        try:
+            from rheostat.backends.ray.backend import RayBackend
+        except ImportError as exc:
+            raise ImportError(
+                f"backend='ray' needs Ray ({exc}); install it with: pip install 'rheostat[ray]'"
+            ) from exc
+        return RayBackend(address=ray_address), workers or parallelism
+    raise ValueError(f"unknown backend {name!r}; use 'local', 'inline' or 'ray'")

@@ -16,9 +16,11 @@ class Mode:
         return rs.run(flow, backend=self.backend, parallelism=self.parallelism, **kw)
 
 
-MODES = [Mode("inline", 1), Mode("inline", 3), Mode("local", 2)]
+MODES = [Mode("inline", 1), Mode("inline", 3), Mode("local", 2), Mode("ray", 2)]
 
 
 @pytest.fixture(params=MODES, ids=lambda m: f"{m.backend}-p{m.parallelism}")
 def mode(request) -> Mode:
+    if request.param.backend == "ray":
+        request.getfixturevalue("ray_cluster")
     return request.param

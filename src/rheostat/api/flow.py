@@ -286,6 +286,30 @@ class Stream:
         self.flow._steps[step.step_id] = replace(step, at_least_once=True)
         return self
 
+    def with_resources(self, **amounts: float) -> Stream:
+        """Ask the cluster, on the Ray backend, for ``amounts`` for each task of the step
+        making this stream: Ray resources such as ``GPU``, ``CPU``, ``memory`` (bytes) or
+        custom ones. A worker asks for the sum over the tasks it hosts (a task of a
+        chain for the most any of the chain's steps asks). Other backends ignore it.
+
+        >>> from rheostat.testing import rows
+        >>> flow = Flow("f")
+        >>> s = flow.source("src", rows([{"x": 1}])).map(lambda r: r, name="embed")
+        >>> s.with_resources(GPU=1).flow.step("embed").resources
+        {'GPU': 1.0}
+        """
+        step = self.flow.step(self.port.step_id)
+        checked: dict[str, float] = {}
+        for name, amount in amounts.items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+                raise FlowError(
+                    f"step {step.step_id!r}: resource {name!r} must be a number >= 0, got "
+                    f"{amount!r} (e.g. with_resources(GPU=1))"
+                )
+            checked[name] = float(amount)
+        self.flow._steps[step.step_id] = replace(step, resources=checked)
+        return self
+
     # --- partitioning ---------------------------------------------------------------
 
     def key_by(self, *keys: str) -> KeyedStream:

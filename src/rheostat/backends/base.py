@@ -232,3 +232,7 @@ class Backend(ABC):
     def stop(self) -> list[Event]:
         """Stop every worker (idempotent); no process is left behind. Returns the events
         the workers sent while stopping (sinks committing their last transaction)."""
+
+    def close(self) -> None:  # noqa: B027 - most backends have nothing more to release
+        """The job is over: release what outlives a restart (a Ray instance started for
+        the job). ``stop`` was called before."""

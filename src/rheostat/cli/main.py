@@ -212,10 +212,14 @@ def cli() -> None:
 @click.option("-p", "--parallelism", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tasks per step (steps may set their own).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes for the local backend (default: one per core, "
-              "at most the parallelism).")
-@click.option("--backend", type=click.Choice(["local", "inline"]), default="local",
-              show_default=True, help="local: worker processes; inline: all in this process.")
+              help="Workers: processes for the local backend (default: one per core, "
+              "at most the parallelism), actors on Ray (default: the parallelism).")
+@click.option("--backend", type=click.Choice(["local", "inline", "ray"]), default="local",
+              show_default=True, help="local: worker processes; inline: all in this "
+              "process; ray: actors on a Ray cluster (pip install 'rheostat[ray]').")
+@click.option("--address", "ray_address", metavar="ADDRESS", default=None,
+              help="With --backend ray: the Ray cluster (auto, ray://head:10001; default: "
+              "the one RAY_ADDRESS names, or a new Ray instance on this machine).")
 @click.option("--no-progress", is_flag=True, help="Do not show live progress.")
 @click.option("--checkpoint-interval", metavar="DURATION", default=None,
               help="Take aligned checkpoints this often (e.g. 1s); a crashed worker then "
@@ -239,11 +243,14 @@ def cli() -> None:
 @_debug_option
 def run_command(
     file: Path, flow_name: str | None, parallelism: int, workers: int | None,
-    backend: str, no_progress: bool, checkpoint_interval: str | None,
-    checkpoint_dir: str | None, resume: bool, from_savepoint: str | None,
-    allow_dropped_state: bool, http_port: int, no_http: bool, debug: bool,
+    backend: str, ray_address: str | None, no_progress: bool,
+    checkpoint_interval: str | None, checkpoint_dir: str | None, resume: bool,
+    from_savepoint: str | None, allow_dropped_state: bool, http_port: int, no_http: bool,
+    debug: bool,
 ) -> None:
     """Run the flow defined in FILE to completion (Ctrl-C stops it)."""
+    if ray_address is not None and backend != "ray":
+        raise click.UsageError("--address names a Ray cluster: use it with --backend ray")
     try:
         flow = _load(file, flow_name, debug)
     except KeyboardInterrupt:
@@ -263,6 +270,7 @@ def run_command(
             checkpoint_interval=checkpoint_interval, checkpoint_dir=checkpoint_dir,
             resume=from_savepoint or resume, allow_dropped_state=allow_dropped_state,
             tables=str(tables_path), http_port=None if no_http else http_port,
+            ray_address=ray_address,
         )
     except KeyboardInterrupt:
         _close(progress)

@@ -178,7 +178,11 @@ class Controller(LiveReconfigurer):
         started = time.monotonic()
         last_progress = started
         self.tables.record_plan(self.plan, placement)
-        self.backend.start(self.plan, placement, self.config, self.restore)
+        try:
+            self.backend.start(self.plan, placement, self.config, self.restore)
+        except BaseException:
+            self.backend.close()
+            raise
         try:
             self._start_api()
             while not self.job.is_final:
@@ -203,6 +207,7 @@ class Controller(LiveReconfigurer):
                 self.tables.job_state(self.job.state, self.job.error)
                 self._refuse_rest(f"the job ended ({self.job.state}) before it ran")
             finally:
+                self.backend.close()
                 if self.api is not None:
                     self.api.close()
         elapsed = time.monotonic() - started

@@ -67,6 +67,9 @@ class Step:
     at_least_once: bool = field(default=False, kw_only=True)
     #: Declared knobs and their values: settings a running job may change (``set_knob``).
     knobs: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
+    #: What each task of the step asks of the cluster on Ray (``{"GPU": 1}``); ignored
+    #: by the inline and local backends.
+    resources: Mapping[str, float] = field(default_factory=dict, kw_only=True)
 
     kind: ClassVar[str] = "step"
     side_ports: ClassVar[tuple[str, ...]] = ()

@@ -18,29 +18,17 @@ import sys
 import time
 from multiprocessing.connection import Connection, wait
 
-import cloudpickle
-
 from rheostat.backends.base import (
     Backend,
-    CheckpointAck,
-    CheckpointFailed,
     Command,
     Event,
-    FinalCommitted,
-    MetricsReport,
-    PartDone,
     RestoreFrom,
     RunConfig,
-    SinkData,
-    StateHandedOver,
     StopWorker,
-    TaskFailed,
-    TaskFinished,
     WorkerDied,
 )
-from rheostat.backends.local.links import decode_batch
+from rheostat.backends.hosting import boot_blob, decode_event
 from rheostat.plan.physical import PhysicalPlan
-from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
 
 
 def _worker_env() -> dict[str, str]:
@@ -51,10 +39,6 @@ def _worker_env() -> dict[str, str]:
     env.setdefault("MALLOC_MMAP_THRESHOLD_", str(8 << 20))
     env.setdefault("MALLOC_TRIM_THRESHOLD_", str(64 << 20))
     return env
-
-
-class WorkerError(RuntimeError):
-    """An error raised in a worker, with the worker's traceback in the message."""
 
 
 class LocalBackend(Backend):
@@ -73,15 +57,10 @@ class LocalBackend(Backend):
         peer_socks: list[dict[int, socket.socket]] = [{} for _ in range(n)]
         for a, b in itertools.combinations(range(n), 2):
             peer_socks[a][b], peer_socks[b][a] = socket.socketpair()
-        boot = pickle.dumps({
-            "plan": cloudpickle.dumps(plan),
-            "placement": placement,
-            "capacity": config.channel_capacity_bytes,
-            "metrics_interval": config.metrics_interval_s,
-            "sys_path": list(sys.path),
-            "store": cloudpickle.dumps(config.store) if config.store is not None else None,
-            "restore": restore,
-        })
+        boot = pickle.dumps(boot_blob(
+            plan, placement, config.channel_capacity_bytes, config.metrics_interval_s,
+            config.store, restore, list(sys.path),
+        ))
         for w in range(n):
             parent, child = socket.socketpair()
             fds = [child.fileno()] + [s.fileno() for s in peer_socks[w].values()]
@@ -122,7 +101,7 @@ class LocalBackend(Backend):
         events: list[Event] = []
         try:
             while conn.poll():
-                event = self._decode(w, conn.recv())
+                event = decode_event(w, conn.recv())
                 if event is not None:
                     events.append(event)
         except (EOFError, OSError):
@@ -133,33 +112,6 @@ class LocalBackend(Backend):
                     proc.wait(1)
                 events.append(WorkerDied(w, proc.poll()))
         return events
-
-    def _decode(self, w: int, msg: tuple) -> Event | None:
-        kind = msg[0]
-        if kind == "sink":
-            return SinkData(msg[1], decode_batch(msg[2]), msg[3])
-        if kind == "ack":
-            return CheckpointAck(msg[1], msg[2], tuple(msg[3]), msg[4])
-        if kind == "ack_failed":
-            return CheckpointFailed(msg[1], msg[2], msg[3])
-        if kind == "committed":
-            return FinalCommitted(msg[1])
-        if kind == "metrics":
-            return MetricsReport(w, msg[1])
-        if kind == "finished":
-            return TaskFinished(msg[1])
-        if kind == "handoff":
-            return StateHandedOver(StateHandoff(*msg[1:]))
-        if kind == "reconfigured":
-            return PartDone(TaskReconfigured(msg[1], msg[2]))
-        if kind == "checked":
-            return PartDone(UpdateChecked(msg[1], msg[2], msg[3]))
-        if kind == "failed":
-            error = pickle.loads(msg[2])
-            if not hasattr(error, "traceback_text"):
-                error = WorkerError(f"{error}\n--- worker traceback ---\n{msg[3]}")
-            return TaskFailed(msg[1], error)
-        return None  # "bye"
 
     def stop(self) -> list[Event]:
         self._stopping = True

@@ -1,8 +1,9 @@
-"""Channels between worker processes: one duplex pipe per pair of workers.
+"""Channels between workers: one duplex wire per pair of workers, whatever carries it.
 
-Every message on a pipe is a 13-byte header (kind, channel id, value), followed for a
-batch by the batch in the Arrow IPC stream format. Only the worker's main thread writes;
-one reader thread per pipe reads into per-channel queues, so a worker blocked sending
+A wire carries frames in order: a 13-byte header (kind, channel id, value), followed for
+a batch by the batch in the Arrow IPC stream format. The local backend's wire is a socket
+pair; the Ray backend's is a stream of actor calls. Only the worker's main thread writes;
+one reader thread per wire reads into per-channel queues, so a worker blocked sending
 can never block its peer's reading. Credits: a sender counts the bytes it has in flight on
 each channel and stops at the capacity; the receiver returns credit as it consumes.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import deque
-from multiprocessing.connection import Connection
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -35,11 +36,22 @@ def decode_batch(payload: bytes | pa.Buffer) -> pa.RecordBatch:
     return pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()
 
 
-class Link:
-    """One worker's end of the pipe to one peer worker."""
+class Wire(Protocol):
+    """An ordered, reliable stream of frames to and from one peer worker (a
+    ``multiprocessing`` Connection is one)."""
 
-    def __init__(self, conn: Connection, wake: threading.Event) -> None:
-        self.conn = conn
+    def send_bytes(self, frame: bytes | pa.Buffer) -> None: ...
+
+    def recv_bytes(self) -> bytes:
+        """The next frame; raises EOFError or OSError once the wire is closed."""
+        ...
+
+
+class Link:
+    """One worker's end of the wire to one peer worker."""
+
+    def __init__(self, wire: Wire, wake: threading.Event) -> None:
+        self.wire = wire
         self.wake = wake
         self.inputs: dict[int, RemoteInput] = {}
         self.outputs: dict[int, RemoteOutput] = {}
@@ -54,19 +66,19 @@ class Link:
         self._thread.start()
 
     def send(self, kind: int, channel: int, value: int, payload: pa.Buffer | None = None) -> None:
-        self.conn.send_bytes(_HEADER.pack(kind, channel, value))
+        self.wire.send_bytes(_HEADER.pack(kind, channel, value))
         if payload is not None:
-            self.conn.send_bytes(payload)
+            self.wire.send_bytes(payload)
 
     def _read_loop(self) -> None:
         try:
             while True:
-                kind, channel, value = _HEADER.unpack(self.conn.recv_bytes())
+                kind, channel, value = _HEADER.unpack(self.wire.recv_bytes())
                 if kind == _CREDIT:
                     self.outputs[channel].returned.append(value)
                     self.wake.set()
                     continue
-                payload = self.conn.recv_bytes() if kind == _BATCH else None
+                payload = self.wire.recv_bytes() if kind == _BATCH else None
                 inp = self.inputs.get(channel)
                 if inp is None:
                     with self.lock:

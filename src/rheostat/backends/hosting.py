@@ -1,0 +1,284 @@
+"""A worker's loop, the same on every backend that runs workers apart from the controller.
+
+The loop hosts the worker's tasks, talks to peer workers over links and reports to the
+controller with small tuples (its events, which :func:`decode_event` turns into the
+seam's events): ``("finished", task)``, ``("failed", task, error, traceback)``,
+``("metrics", {...})``, ``("sink", step, ipc, key)``, ``("ack", task, checkpoint, parts,
+inline)``, ``("ack_failed", task, checkpoint, reason)``, ``("handoff", ...)``,
+``("reconfigured", ...)``, ``("checked", ...)``, ``("committed", worker)``, ``("bye",)``.
+How the tuples and the controller's commands travel (a pipe, Ray actor calls) is the
+backend's business.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+import pyarrow as pa
+
+from rheostat.backends.base import (
+    CheckpointAck,
+    CheckpointFailed,
+    Event,
+    FinalCommitted,
+    MetricsReport,
+    PartDone,
+    SinkData,
+    StateHandedOver,
+    StopWorker,
+    TaskFailed,
+    TaskFinished,
+    carry_out,
+)
+from rheostat.backends.links import Link, RemoteInput, RemoteOutput, decode_batch, encode_batch
+from rheostat.plan.physical import Channel, PhysicalPlan
+from rheostat.runtime.channels import InputEndpoint, LocalChannel, OutputEndpoint
+from rheostat.runtime.host import TaskCrashed, TaskHost
+from rheostat.runtime.messages import FINAL_CHECKPOINT
+from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
+from rheostat.runtime.snapshots import (
+    build_restores,
+    dumps_state,
+    encode_snapshot,
+    write_snapshot,
+)
+
+#: Sends one event tuple to the controller.
+Emit = Callable[[tuple[Any, ...]], None]
+
+
+class WorkerError(RuntimeError):
+    """An error raised in a worker, with the worker's traceback in the message."""
+
+
+def boot_blob(
+    plan: PhysicalPlan, placement: dict[str, int], capacity: int, metrics_interval: float,
+    store: Any, restore: Any, sys_path: list[str],
+) -> dict[str, Any]:
+    """What a worker needs to start: picklable with the standard pickle (the plan and
+    the store travel cloudpickled, so functions defined in ``__main__`` go by value)."""
+    return {
+        "plan": cloudpickle.dumps(plan),
+        "placement": placement,
+        "capacity": capacity,
+        "metrics_interval": metrics_interval,
+        "sys_path": sys_path,
+        "store": cloudpickle.dumps(store) if store is not None else None,
+        "restore": restore,
+    }
+
+
+class WorkerLoop:
+    """One worker: its task host, its links, and the checkpoint uploads in flight.
+
+    ``commands`` is filled (and ``wake`` set) by whoever receives the controller's
+    commands; ``emit`` sends an event tuple to the controller.
+    """
+
+    def __init__(
+        self, worker: int, emit: Emit, commands: deque[Any], wake: threading.Event,
+        links: dict[int, Link], boot: dict[str, Any],
+    ) -> None:
+        self.worker = worker
+        self.emit = emit
+        self.commands = commands
+        self.wake = wake
+        self.links = links
+        self.capacity: int = boot["capacity"]
+        self.metrics_interval: float = boot["metrics_interval"]
+        self.store = cloudpickle.loads(boot["store"]) if boot["store"] else None
+        self.uploads: list[tuple[Future[tuple[Any, ...]], str, int]] = []
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-upload")
+        self.host: TaskHost | None = None
+        self._stop = False
+        try:
+            plan: PhysicalPlan = cloudpickle.loads(boot["plan"])
+            placement: dict[str, int] = boot["placement"]
+            inputs, outputs = endpoints(plan, placement, worker, links, self.capacity)
+            for link in links.values():
+                link.start()
+            my_tasks = [t for t in plan.task_ids if placement[t] == worker]
+            restore = boot["restore"]
+            restores = None if restore is None else build_restores(
+                plan, my_tasks, restore.point, restore.parallelism
+            )
+            self.host = TaskHost(plan, my_tasks, inputs, outputs, self._to_driver, restores,
+                                 self.store is not None, isolate_tasks=True,
+                                 on_reconfig_report=self._ship_reconfiguration,
+                                 between_tasks=self._between_tasks)
+        except Exception as exc:
+            report_failure(emit, f"worker {worker}", exc)
+
+    def _to_driver(self, step_id: str, batch: pa.RecordBatch, key: Any = None) -> None:
+        self.emit(("sink", step_id, encode_batch(batch).to_pybytes(), key))
+
+    def run(self) -> None:
+        host = self.host
+        last_metrics = time.monotonic()
+        idle_wait = 0.0005
+        crashed = host is None
+        while True:
+            if self._handle_commands() or self._stop:
+                break
+            moved = False
+            if not crashed and host is not None and not host.done:
+                try:
+                    moved = host.run_round()
+                except TaskCrashed as crash:
+                    crashed = True
+                    report_failure(self.emit, crash.task_id, crash.error)
+            if host is None:
+                self.wake.wait(0.1)
+                continue
+            self._ship_snapshots()
+            self._ship_reconfiguration()
+            finished = host.newly_finished()
+            now = time.monotonic()
+            if finished or now - last_metrics >= self.metrics_interval:
+                self.emit(("metrics", host.metrics()))  # final figures first
+                last_metrics = now
+            for task_id in finished:
+                self.emit(("finished", task_id))
+            if moved:
+                idle_wait = 0.0005
+            else:
+                self.wake.wait(idle_wait if not self.uploads else 0.001)
+                self.wake.clear()
+                idle_wait = min(idle_wait * 2, 0.05)
+        if host is not None:
+            self.emit(("metrics", host.metrics()))
+        self.emit(("bye",))
+
+    def _between_tasks(self) -> None:
+        """Commands that came in while the round runs wait for one task's step, not for
+        the whole round (a reconfiguration's stages are chains of such hops)."""
+        if self.commands and not self._stop:
+            self._stop = self._handle_commands()
+
+    def _handle_commands(self) -> bool:
+        """Carry out the controller's commands in order; True on stop."""
+        while self.commands:
+            command = self.commands.popleft()
+            if isinstance(command, StopWorker):
+                return True
+            if self.host is None:
+                continue
+            try:
+                if carry_out(self.host, command, self.worker, self._new_endpoints):
+                    self.emit(("committed", self.worker))
+                self._ship_reconfiguration()  # a hand-over done at once is sent at once
+            except TaskCrashed as crash:
+                report_failure(self.emit, crash.task_id, crash.error)
+        return False
+
+    def _new_endpoints(
+        self, plan: PhysicalPlan, placement: dict[str, int], channel_ids: Iterable[int]
+    ) -> tuple[dict[int, InputEndpoint], dict[int, OutputEndpoint]]:
+        wanted = set(channel_ids)
+        return endpoints(plan, placement, self.worker, self.links, self.capacity,
+                         lambda c: c.channel_id in wanted)
+
+    def _ship_reconfiguration(self) -> None:
+        """State handed over (encoded like checkpoint state) and parts done."""
+        assert self.host is not None
+        handoffs, done = self.host.drain_reconfiguration()
+        for h in handoffs:
+            self.emit(("handoff", h.reconfig_id, h.step_id, h.from_task, h.to_task,
+                       dumps_state(h.state)))
+        for d in done:
+            if isinstance(d, UpdateChecked):
+                self.emit(("checked", d.reconfig_id, d.task_id, d.refusal))
+            else:
+                self.emit(("reconfigured", d.reconfig_id, d.task_id))
+
+    def _ship_snapshots(self) -> None:
+        """Serialise and upload new snapshots in the background; ack each when written.
+
+        The states operators hand out are immutable (Arrow tables, bytes, fresh
+        containers), so the task thread goes on processing while they are written.
+        """
+        assert self.host is not None
+        for snap in self.host.drain_snapshots():
+            if snap.checkpoint_id == FINAL_CHECKPOINT:
+                blobs = encode_snapshot(snap)
+                self.emit(("ack", snap.task_id, snap.checkpoint_id, (), blobs))
+            else:
+                future = self.pool.submit(write_snapshot, self.store, snap)
+                self.uploads.append((future, snap.task_id, snap.checkpoint_id))
+        still = []
+        for future, task_id, checkpoint_id in self.uploads:
+            if not future.done():
+                still.append((future, task_id, checkpoint_id))
+            elif future.exception() is not None:
+                reason = f"{type(future.exception()).__name__}: {future.exception()}"
+                self.emit(("ack_failed", task_id, checkpoint_id, reason))
+            else:
+                self.emit(("ack", task_id, checkpoint_id, future.result(), {}))
+        self.uploads = still
+
+
+def endpoints(
+    plan: PhysicalPlan, placement: dict[str, int], me: int, links: dict[int, Link], capacity: int,
+    wanted: Callable[[Channel], bool] = lambda c: True,
+) -> tuple[dict[int, InputEndpoint], dict[int, OutputEndpoint]]:
+    """The ends of ``plan``'s channels (those ``wanted``) that worker ``me`` holds."""
+    inputs: dict[int, InputEndpoint] = {}
+    outputs: dict[int, OutputEndpoint] = {}
+    for ch in filter(wanted, plan.channels):
+        src, dst = placement[ch.src_task], placement[ch.dst_task]
+        if src == me and dst == me:
+            local = LocalChannel(capacity)
+            inputs[ch.channel_id] = local
+            outputs[ch.channel_id] = local
+        elif src == me:
+            outputs[ch.channel_id] = RemoteOutput(links[dst], ch.channel_id, capacity)
+        elif dst == me:
+            inputs[ch.channel_id] = RemoteInput(links[src], ch.channel_id)
+    return inputs, outputs
+
+
+def report_failure(emit: Emit, where: str, error: BaseException) -> None:
+    tb = "".join(traceback.format_exception(error))
+    try:
+        blob = pickle.dumps(error)
+        pickle.loads(blob)
+    except Exception:
+        blob = pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
+    emit(("failed", where, blob, tb))
+
+
+def decode_event(worker: int, msg: tuple[Any, ...]) -> Event | None:
+    """The seam's event for one of worker ``worker``'s tuples (None for ``"bye"``)."""
+    kind = msg[0]
+    if kind == "sink":
+        return SinkData(msg[1], decode_batch(msg[2]), msg[3])
+    if kind == "ack":
+        return CheckpointAck(msg[1], msg[2], tuple(msg[3]), msg[4])
+    if kind == "ack_failed":
+        return CheckpointFailed(msg[1], msg[2], msg[3])
+    if kind == "committed":
+        return FinalCommitted(msg[1])
+    if kind == "metrics":
+        return MetricsReport(worker, msg[1])
+    if kind == "finished":
+        return TaskFinished(msg[1])
+    if kind == "handoff":
+        return StateHandedOver(StateHandoff(*msg[1:]))
+    if kind == "reconfigured":
+        return PartDone(TaskReconfigured(msg[1], msg[2]))
+    if kind == "checked":
+        return PartDone(UpdateChecked(msg[1], msg[2], msg[3]))
+    if kind == "failed":
+        error = pickle.loads(msg[2])
+        if not hasattr(error, "traceback_text"):
+            error = WorkerError(f"{error}\n--- worker traceback ---\n{msg[3]}")
+        return TaskFailed(msg[1], error)
+    return None  # "bye"

@@ -1,0 +1,1 @@
+"""The Ray backend: workers as Ray actors (``pip install 'rheostat[ray]'``)."""

@@ -1,0 +1,170 @@
+"""The worker actor: a :class:`~rheostat.backends.hosting.WorkerLoop` in a Ray actor.
+
+Three kinds of traffic reach an actor and each has its own concurrency group, so small
+control messages never queue behind large batches:
+
+- ``data``: frames from peer workers (batches, watermarks, credit), as ordered calls;
+- ``control``: the controller's commands;
+- ``events``: the controller's long poll for the worker's events.
+
+Ray does not promise that a threaded actor runs calls in the order they were sent, so
+every stream of calls carries a sequence number and the receiver puts them back in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import sys
+import threading
+from collections import deque
+from typing import Any
+
+import ray
+
+from rheostat.backends.hosting import WorkerLoop
+from rheostat.backends.links import Link
+
+#: Calls on one wire that may be in flight before the sender waits for the oldest.
+_IN_FLIGHT = 16
+_CLOSED = object()
+
+
+class InOrder:
+    """Puts numbered items back in order: ``accept(seq, item)`` returns the items now due.
+
+    >>> o = InOrder()
+    >>> o.accept(1, "b"), o.accept(0, "a"), o.accept(2, "c")
+    ([], ['a', 'b'], ['c'])
+    """
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.early: dict[int, Any] = {}
+        self.lock = threading.Lock()
+
+    def accept(self, seq: int, item: Any) -> list[Any]:
+        with self.lock:
+            self.early[seq] = item
+            due = []
+            while self.next in self.early:
+                due.append(self.early.pop(self.next))
+                self.next += 1
+            return due
+
+
+class RayWire:
+    """The wire to one peer actor: frames go out as ordered ``deliver`` calls on it (a
+    sender thread batches the frames queued meanwhile into one call) and come in through
+    this actor's ``deliver``."""
+
+    def __init__(self, me: int, peer: Any) -> None:
+        self.me, self.peer = me, peer
+        self.out: deque[Any] = deque()
+        self.ready = threading.Condition()
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.order = InOrder()
+        threading.Thread(target=self._send_loop, daemon=True, name=f"wire-{me}").start()
+
+    def send_bytes(self, frame: Any) -> None:
+        with self.ready:
+            self.out.append(frame)
+            self.ready.notify()
+
+    def recv_bytes(self) -> Any:
+        frame = self.inbox.get()
+        if frame is _CLOSED:
+            raise EOFError("the peer worker is gone")
+        return frame
+
+    def deliver(self, seq: int, frames: list[Any]) -> None:
+        for due in self.order.accept(seq, frames):
+            for frame in due:
+                self.inbox.put(frame)
+
+    def close(self) -> None:
+        self.inbox.put(_CLOSED)
+
+    def _send_loop(self) -> None:
+        seq = 0
+        in_flight: deque[Any] = deque()
+        while True:
+            with self.ready:
+                while not self.out:
+                    self.ready.wait()
+                frames = list(self.out)
+                self.out.clear()
+            in_flight.append(self.peer.deliver.remote(self.me, seq, frames))
+            seq += 1
+            if len(in_flight) >= _IN_FLIGHT:
+                try:
+                    ray.get(in_flight.popleft())
+                except ray.exceptions.RayError:
+                    self.close()  # the peer died: the controller hears it and restarts
+                    return
+
+
+@ray.remote(concurrency_groups={"data": 1, "control": 1, "events": 1})
+class WorkerActor:
+    """One worker of a job on Ray."""
+
+    def __init__(self, worker: int, boot: dict[str, Any]) -> None:
+        for path in reversed(boot["sys_path"]):
+            if path not in sys.path and os.path.isdir(path or "."):
+                sys.path.insert(0, path)
+        cwd = boot.get("cwd")
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)  # relative paths in the flow mean what they meant to the driver
+        self.worker, self.boot = worker, boot
+        self.commands: deque[Any] = deque()
+        self.command_order = InOrder()
+        self.wake = threading.Event()
+        self.outbox: deque[tuple[Any, ...]] = deque()
+        self.has_events = threading.Condition()
+        self.wires: dict[int, RayWire] = {}
+        self.connected = threading.Event()  # peers may send before our connect ran
+
+    def connect(self, peers: dict[int, Any]) -> dict[str, Any]:
+        """Open wires to the peer actors and start the loop; returns where this runs."""
+        self.wires = {w: RayWire(self.worker, handle) for w, handle in peers.items()}
+        self.connected.set()
+        links = {w: Link(wire, self.wake) for w, wire in self.wires.items()}
+        loop = WorkerLoop(self.worker, self._emit, self.commands, self.wake, links, self.boot)
+        threading.Thread(target=loop.run, daemon=True, name="worker-loop").start()
+        context = ray.get_runtime_context()
+        return {"node_id": context.get_node_id(), "pid": os.getpid(),
+                "resources": context.get_assigned_resources()}
+
+    @ray.method(concurrency_group="data")
+    def deliver(self, src: int, seq: int, frames: list[Any]) -> None:
+        self.connected.wait()
+        self.wires[src].deliver(seq, frames)
+
+    @ray.method(concurrency_group="control")
+    def command(self, seq: int, command: Any) -> None:
+        self.commands.extend(self.command_order.accept(seq, command))
+        self.wake.set()
+
+    @ray.method(concurrency_group="events")
+    def events(self, timeout: float) -> list[tuple[Any, ...]]:
+        """The events since the last call; waits up to ``timeout`` s for the first."""
+        with self.has_events:
+            if not self.outbox:
+                self.has_events.wait(timeout)
+            out = list(self.outbox)
+            self.outbox.clear()
+        return out
+
+    def _emit(self, event: tuple[Any, ...]) -> None:
+        with self.has_events:
+            self.outbox.append(event)
+            self.has_events.notify()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def kill_quietly(actor: Any) -> None:
+    with contextlib.suppress(Exception):
+        ray.kill(actor, no_restart=True)

@@ -1,0 +1,24 @@
+"""Fixtures shared by every test directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A Ray instance on this machine for the whole session (started on first use).
+
+    Eight logical CPUs, so jobs of up to eight workers get their placement group on a
+    two-core machine; a small object store, so it fits a CI machine's shared memory.
+    """
+    ray = pytest.importorskip("ray", reason="the Ray tests need: pip install -e '.[ray]'")
+    ray.init(num_cpus=8, object_store_memory=256 << 20, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
