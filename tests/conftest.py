@@ -22,3 +22,16 @@ def ray_cluster() -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def use_backend(request: pytest.FixtureRequest) -> Any:
+    """``use_backend(name)`` returns ``name`` after starting what the backend needs
+    (the session's Ray instance for ``"ray"``)."""
+
+    def use(name: str) -> str:
+        if name == "ray":
+            request.getfixturevalue("ray_cluster")
+        return name
+
+    return use

@@ -104,11 +104,15 @@ def reshape_while_running(job, seed, changes=5):
 
 @pytest.mark.parametrize("backend,seed,window", [
     ("inline", 1, "tumbling"), ("inline", 2, "sliding"), ("local", 3, "tumbling"),
-    ("local", 4, "tumbling"), ("local", 5, "sliding"), ("local", 6, "sliding")])
-def test_random_reconfigurations_give_the_output_of_no_reconfiguration(backend, seed, window):
+    ("local", 4, "tumbling"), ("local", 5, "sliding"), ("local", 6, "sliding"),
+    ("ray", 7, "tumbling"), ("ray", 8, "sliding")])
+def test_random_reconfigurations_give_the_output_of_no_reconfiguration(
+    backend, seed, window, use_backend
+):
     data = events(seed=seed)
     out = rs.sinks.collect()
-    job = rs.start(windowed_flow(data, out, window=window), backend=backend, parallelism=2)
+    job = rs.start(windowed_flow(data, out, window=window), backend=use_backend(backend),
+                   parallelism=2)
     done = reshape_while_running(job, seed)
     result = job.wait()
     assert done, "no reconfiguration ran before the input ended"
@@ -162,11 +166,14 @@ def switch_points(rows, column):
     return runs
 
 
-@pytest.mark.parametrize("backend", ["inline", "local"])
-def test_function_and_knob_updates_switch_once_with_every_row_processed_once(backend):
+@pytest.mark.parametrize("backend", ["inline", "local", "ray"])
+def test_function_and_knob_updates_switch_once_with_every_row_processed_once(
+    backend, use_backend
+):
     data = [{"i": i} for i in range(60_000)]
     out = rs.sinks.collect()
-    job = rs.start(tagged_flow(out, data, version_one), backend=backend, parallelism=1)
+    job = rs.start(tagged_flow(out, data, version_one), backend=use_backend(backend),
+                   parallelism=1)
     wait_for_rows(job)
     assert job.update_function("tag", version_two)["status"] == "done"
     time.sleep(0.2)
