@@ -57,10 +57,15 @@ class InOrder:
 class RayWire:
     """The wire to one peer actor: frames go out as ordered ``deliver`` calls on it (a
     sender thread batches the frames queued meanwhile into one call) and come in through
-    this actor's ``deliver``."""
+    this actor's ``deliver``.
 
-    def __init__(self, me: int, peer: Any) -> None:
-        self.me, self.peer = me, peer
+    ``put_from``: frames of at least this many bytes go into the object store
+    (``ray.put``) and travel as references; others go inside the call (which Ray
+    itself moves to the object store past ~100 KiB). 0: every frame in the call.
+    """
+
+    def __init__(self, me: int, peer: Any, put_from: int = 0) -> None:
+        self.me, self.peer, self.put_from = me, peer, put_from
         self.out: deque[Any] = deque()
         self.ready = threading.Condition()
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -76,6 +81,8 @@ class RayWire:
         frame = self.inbox.get()
         if frame is _CLOSED:
             raise EOFError("the peer worker is gone")
+        if isinstance(frame, ray.ObjectRef):
+            return ray.get(frame)
         return frame
 
     def deliver(self, seq: int, frames: list[Any]) -> None:
@@ -95,6 +102,8 @@ class RayWire:
                     self.ready.wait()
                 frames = list(self.out)
                 self.out.clear()
+            if self.put_from:
+                frames = [ray.put(f) if len(f) >= self.put_from else f for f in frames]
             in_flight.append(self.peer.deliver.remote(self.me, seq, frames))
             seq += 1
             if len(in_flight) >= _IN_FLIGHT:
@@ -125,9 +134,9 @@ class WorkerActor:
         self.wires: dict[int, RayWire] = {}
         self.connected = threading.Event()  # peers may send before our connect ran
 
-    def connect(self, peers: dict[int, Any]) -> dict[str, Any]:
+    def connect(self, peers: dict[int, Any], put_from: int = 0) -> dict[str, Any]:
         """Open wires to the peer actors and start the loop; returns where this runs."""
-        self.wires = {w: RayWire(self.worker, handle) for w, handle in peers.items()}
+        self.wires = {w: RayWire(self.worker, h, put_from) for w, h in peers.items()}
         self.connected.set()
         links = {w: Link(wire, self.wake) for w, wire in self.wires.items()}
         loop = WorkerLoop(self.worker, self._emit, self.commands, self.wake, links, self.boot)

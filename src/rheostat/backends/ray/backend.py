@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import sys
 import time
@@ -58,13 +59,17 @@ class RayBackend(Backend):
     ``SPREAD``, ``STRICT_PACK``, ``STRICT_SPREAD``). ``runtime_env`` is passed to Ray
     (``working_dir``, ``pip`` ...) so the flow's modules reach other nodes.
     ``init_options`` go to ``ray.init`` when this backend starts Ray.
+    ``put_batches_from``: batches of at least this many bytes travel between workers as
+    object-store references (``ray.put``) instead of inside the actor call (0: never).
     """
 
     def __init__(
         self, address: str | None = None, *, worker_cpus: float = 1.0,
         placement_strategy: str = "PACK", runtime_env: Mapping[str, Any] | None = None,
         init_options: Mapping[str, Any] | None = None, schedule_timeout_s: float = 60.0,
+        put_batches_from: int = 0,
     ) -> None:
+        self.put_batches_from = put_batches_from
         self.address = address
         self.worker_cpus = worker_cpus
         self.placement_strategy = placement_strategy
@@ -87,10 +92,10 @@ class RayBackend(Backend):
         self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig,
         restore: RestoreFrom | None = None,
     ) -> None:
-        self._connect()
         self._gone, self._stopping = set(), False
         n = config.workers
         bundles = [self._bundle(plan, placement, w) for w in range(n)]
+        self._connect(sum(b.get("CPU", 0) for b in bundles))
         self._pg = placement_group(bundles, strategy=self.placement_strategy)
         ready, _ = ray.wait([self._pg.ready()], timeout=self.schedule_timeout_s)
         if not ready:
@@ -117,7 +122,8 @@ class RayBackend(Backend):
         ]
         self._command_seq = [itertools.count() for _ in range(n)]
         self.workers_info = ray.get([
-            actor.connect.remote({p: h for p, h in enumerate(self._actors) if p != w})
+            actor.connect.remote({p: h for p, h in enumerate(self._actors) if p != w},
+                                 self.put_batches_from)
             for w, actor in enumerate(self._actors)
         ])
         self._polls = {w: a.events.remote(_POLL_S) for w, a in enumerate(self._actors)}
@@ -206,10 +212,15 @@ class RayBackend(Backend):
                 log.debug("could not remove the placement group: %s", exc)
             self._pg = None
 
-    def _connect(self) -> None:
+    def _connect(self, cpus_wanted: float) -> None:
+        """Join the cluster, or start a Ray instance here with at least the logical CPUs
+        the workers ask for (like the local backend, it may run more workers than cores)."""
         if ray.is_initialized():
             return
-        options = {"log_to_driver": True, **self.init_options}
+        options: dict[str, Any] = {"log_to_driver": True, **self.init_options}
+        local = self.address is None and not os.environ.get("RAY_ADDRESS")
+        if local and "num_cpus" not in options:
+            options["num_cpus"] = max(os.cpu_count() or 1, math.ceil(cpus_wanted))
         ray.init(address=self.address, **options)
         self._started_ray = True
 
