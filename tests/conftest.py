@@ -13,11 +13,12 @@ def ray_cluster() -> Iterator[Any]:
     """A Ray instance on this machine for the whole session (started on first use).
 
     Eight logical CPUs, so jobs of up to eight workers get their placement group on a
-    two-core machine; a small object store, so it fits a CI machine's shared memory.
+    two-core machine; two units of a custom ``test_accelerator`` resource for the tests
+    of step resources; a small object store, so it fits a CI machine's shared memory.
     """
     ray = pytest.importorskip("ray", reason="the Ray tests need: pip install -e '.[ray]'")
-    ray.init(num_cpus=8, object_store_memory=256 << 20, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    ray.init(num_cpus=8, resources={"test_accelerator": 2}, object_store_memory=256 << 20,
+             include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray
     finally:

@@ -8,6 +8,7 @@ from rheostat import sinks, sources, testing
 from rheostat.api import agg, windows
 from rheostat.api.flow import Flow, KeyedStream, Stream, WindowedStream
 from rheostat.api.process import KeyedProcess, ProcessContext, stateful_map
+from rheostat.backends.base import BackendUnavailable
 from rheostat.control.controller import JobResult, RestartPolicy
 from rheostat.control.handle import Job
 from rheostat.launch import run, start
@@ -23,6 +24,7 @@ from rheostat.plan.reconfig import (
 from rheostat.runtime.errors import JobFailed, UserFunctionError
 
 __all__ = [
+    "BackendUnavailable",
     "Flow",
     "FlowError",
     "Job",

@@ -85,12 +85,13 @@ def test_an_actor_killed_during_a_live_rescale_loses_and_duplicates_nothing(
     reference, tmp_path, ray_cluster
 ):
     out = rs.sinks.collect()
-    job = rs.start(windowed(out, 3, rate=100_000), backend="ray", parallelism=2,
+    job = rs.start(windowed(out, 3, rate=50_000), backend="ray", parallelism=2,
                    checkpoint_interval="200ms", checkpoint_dir=str(tmp_path / "chk"),
                    restart=RestartPolicy(attempts=5, backoff_s=0.05))
     wait_for_checkpoint(job)
     pending = job.reconfigure(rs.Rescale(STEP, 4), wait=False)
-    time.sleep(0.05)
+    while job.controller.reconfigs.in_flight is None and not pending.done():
+        time.sleep(0.01)  # the new actors start first; kill once the stages run
     kill_actor(job.controller.backend, random.Random(1), "ray.kill")
     try:
         pending.result(120)
@@ -107,7 +108,7 @@ def test_no_actor_outlives_its_job(ray_cluster):
         .map(lambda r: r).sink("out", rs.sinks.null())
     job = rs.start(flow, backend="ray", parallelism=2)
     job.wait()
-    pids = [info["pid"] for info in job.controller.backend.workers_info]
+    pids = [info["pid"] for info in job.controller.backend.workers_info.values()]
     assert len(pids) == 2
     deadline = time.monotonic() + 30
     alive = pids

@@ -261,7 +261,8 @@ def test_ctrl_c_stops_cleanly_with_exit_130(
 def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
     path = _write(tmp_path, TINY)
     assert _invoke("run", path, "--parallelism", "0").exit_code == 2
-    assert _invoke("run", path, "--backend", "ray").exit_code == 2
+    assert _invoke("run", path, "--backend", "spark").exit_code == 2
+    assert _invoke("run", path, "--address", "auto").exit_code == 2  # needs --backend ray
     assert _invoke("run", tmp_path / "missing.py").exit_code == 2
 
 

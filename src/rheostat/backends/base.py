@@ -38,6 +38,11 @@ class RunConfig:
         return self.store is not None
 
 
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run the job's workers (no cluster, too small, refused); the
+    message says what to do."""
+
+
 @dataclass(frozen=True)
 class RestoreFrom:
     """Start the tasks from a verified checkpoint."""
@@ -213,6 +218,10 @@ def carry_out(
 
 
 class Backend(ABC):
+    #: The backend can start and stop workers while the job runs (``add_workers``,
+    #: ``release_workers``): tasks a rescale adds then get workers of their own.
+    elastic: bool = False
+
     @abstractmethod
     def start(
         self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig,
@@ -232,6 +241,23 @@ class Backend(ABC):
     def stop(self) -> list[Event]:
         """Stop every worker (idempotent); no process is left behind. Returns the events
         the workers sent while stopping (sinks committing their last transaction)."""
+
+    def add_workers(
+        self, plan: PhysicalPlan, placement: dict[str, int], workers: list[int]
+    ) -> None:
+        """Begin starting ``workers`` (new ids), hosting no task yet; ``placement`` says
+        which tasks they will get (a ``Reconfigure`` that follows hands them over).
+        Returns at once: the job runs on while they start (see ``workers_ready``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot add workers")
+
+    def workers_ready(self, workers: list[int]) -> bool:
+        """True once ``workers`` (from ``add_workers``) run and are connected to every
+        live worker; raises, having stopped them, when the cluster cannot host them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot add workers")
+
+    def release_workers(self, workers: list[int]) -> None:
+        """Stop ``workers``, which host no task any more."""
+        raise NotImplementedError(f"{type(self).__name__} cannot release workers")
 
     def close(self) -> None:  # noqa: B027 - most backends have nothing more to release
         """The job is over: release what outlives a restart (a Ray instance started for

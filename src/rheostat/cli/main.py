@@ -30,6 +30,7 @@ import cloudpickle
 from click.core import ParameterSource
 
 from rheostat.api.flow import Flow
+from rheostat.backends.base import BackendUnavailable
 from rheostat.control.reconfig_json import op_to_json, parse_groups
 from rheostat.control.tables import default_path as default_tables_path
 from rheostat.control.tables import query_file
@@ -283,6 +284,9 @@ def run_command(
         _close(progress)
         message = describe_failure(exc, hint=not debug)
         _fail(message, exc, debug, hint="--debug" not in message)
+    except BackendUnavailable as exc:
+        _close(progress)
+        _fail(f"job {flow.name!r} could not start its workers: {exc}", exc, debug)
     except Exception as exc:  # report, do not dump a traceback
         _close(progress)
         _fail(f"job {flow.name!r} stopped on an unexpected {type(exc).__name__}: "

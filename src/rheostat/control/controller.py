@@ -45,7 +45,7 @@ from rheostat.control.http_api import (
 )
 from rheostat.control.job import JobStateMachine, Restart
 from rheostat.control.reconfig import ReconfigCoordinator
-from rheostat.control.reconfigurer import _LATER, LiveReconfigurer, _answer
+from rheostat.control.reconfigurer import _LATER, Growing, LiveReconfigurer, _answer
 from rheostat.control.tables import JobTables
 from rheostat.plan.keygroups import owners_digest
 from rheostat.plan.physical import PhysicalPlan, assign_workers
@@ -155,6 +155,11 @@ class Controller(LiveReconfigurer):
         self._epoch = 0
         self._incarnation = 0  # restarts so far: events of an earlier one are stale
         self.placement = assign_workers(plan, config.workers)
+        #: The workers the job runs on now (an elastic backend adds and releases some).
+        self.worker_ids = list(range(config.workers))
+        self._next_worker = config.workers  # ids are never reused within a run
+        self._retired_on: dict[str, int] = {}  # retired task -> the worker still holding it
+        self._growing: Growing | None = None  # workers starting for the next request
         self._cancel = threading.Event()
         # Tasks a reconfiguration retired -> checkpoints still to complete before their id
         # may be used again (their final state, sink transactions included, rides in
@@ -369,7 +374,7 @@ class Controller(LiveReconfigurer):
 
     def _send_all(self, commands: list) -> None:
         for command in commands:
-            for worker in range(self.config.workers):
+            for worker in self.worker_ids:
                 self.backend.send(worker, command)
 
     # --- checkpoints ------------------------------------------------------------------
@@ -401,6 +406,8 @@ class Controller(LiveReconfigurer):
         log.info("checkpoint %d complete", done.checkpoint_id)
         for t in self._retired:
             self._retired[t] -= 1
+        if not done.final:
+            self._release_retired()
         self.tables.checkpoint_done(done.checkpoint_id, "completed", len(parts),
                                     sum(getattr(p, "size", 0) for p in parts))
         notify = FINAL_CHECKPOINT if done.final else done.checkpoint_id
@@ -441,6 +448,10 @@ class Controller(LiveReconfigurer):
         self.tables.restarted(command.attempt, command.reason,
                               restore.point.checkpoint_id if restore else None)
         self._retired.clear()  # the restored job starts without them
+        self._retired_on.clear()
+        self._growing = None  # the backend stopped them too
+        if self.backend.elastic:
+            self._renumber_workers()
         self._incarnation += 1
         abandoned = self.reconfigs.abandon()
         if abandoned is not None:

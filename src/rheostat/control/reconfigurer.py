@@ -9,6 +9,7 @@ none is triggered while one runs. See ``docs/architecture.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import Future
@@ -25,6 +26,7 @@ from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.plan.reconfig import (
     ReconfigError,
+    Reconfiguration,
     UpdateFunction,
     describe,
     plan_reconfiguration,
@@ -36,6 +38,16 @@ if TYPE_CHECKING:
     from rheostat.control.checkpoints import CheckpointCoordinator
 
 log = logging.getLogger("rheostat.controller")
+
+
+@dataclasses.dataclass
+class Growing:
+    """Workers an elastic backend is starting for the tasks a request adds."""
+
+    reconfig_id: int
+    placement: dict[str, int]  # added task -> its new worker
+    workers: list[int]
+    ready: bool = False
 
 
 class LiveReconfigurer:
@@ -53,6 +65,10 @@ class LiveReconfigurer:
     reconfig_batch_groups: int
     _epoch: int
     _retired: dict[str, int]
+    _retired_on: dict[str, int]
+    worker_ids: list[int]
+    _next_worker: int
+    _growing: Growing | None
     _task_chains: dict[str, tuple[str, str]]
 
     def _send_all(self, commands: list[Command]) -> None: ...  # provided by Controller
@@ -60,6 +76,10 @@ class LiveReconfigurer:
     def _maybe_reconfigure(self) -> None:
         """Start the next queued reconfiguration, never while a checkpoint is in flight."""
         if self.checkpoints is not None and self.checkpoints.in_flight is not None:
+            return
+        if self._retired and self.reconfigs.in_flight is None:
+            self._release_retired()
+        if self._still_growing():
             return
         request = self.reconfigs.next_request()
         if request is None:
@@ -95,6 +115,11 @@ class LiveReconfigurer:
         if any(t in self._retired for t in spec.added):
             self.reconfigs.put_back(request)  # until their predecessors are committed
             return
+        if spec.added and self.backend.elastic:
+            grown = self._grow(request, r)
+            if grown is None:
+                return
+            r = grown
         if first:
             self.tables.reconfig_requested(request.reconfig_id, text)
         touched = set(spec.affected_chains) | {
@@ -153,17 +178,85 @@ class LiveReconfigurer:
             self._apply(f)
 
     def _release_retired(self) -> None:
-        """Forget retired tasks whose final state no checkpoint needs any more."""
+        """Forget retired tasks whose final state no checkpoint needs any more, and stop
+        the workers (of an elastic backend) left with no task."""
         for t, left in list(self._retired.items()):
             if left <= 0 and t in self.job.finished_tasks:
                 del self._retired[t]
+                self._retired_on.pop(t, None)
                 self.job.finished_tasks.discard(t)
                 if self.checkpoints is not None:
                     self.checkpoints.forget(t)
+        if (not self.backend.elastic or self.job.state != "running"
+                or self.reconfigs.in_flight is not None):
+            return
+        busy = set(self.placement.values()) | set(self._retired_on.values())
+        idle = [w for w in self.worker_ids if w not in busy]
+        if idle:
+            log.info("releasing worker(s) %s: they host no task any more", idle)
+            self.backend.release_workers(idle)
+            self.worker_ids = [w for w in self.worker_ids if w not in idle]
+            self.job.workers = len(self.worker_ids)
+
+    def _grow(self, request: Request, r: Reconfiguration) -> Reconfiguration | None:
+        """On an elastic backend each task ``r`` adds gets a worker of its own: the first
+        call starts them and puts ``request`` back (the job runs on meanwhile); once
+        they are ready, ``r`` with them in its placement."""
+        g = self._growing
+        if g is None or g.reconfig_id != request.reconfig_id:
+            placement, new = dict(r.placement), []
+            for t in r.spec.added:
+                placement[t] = self._next_worker
+                new.append(self._next_worker)
+                self._next_worker += 1
+            self.backend.add_workers(r.plan, placement, new)
+            log.info("reconfiguration %d: starting worker(s) %s for %s", request.reconfig_id,
+                     new, list(r.spec.added))
+            self._growing = Growing(request.reconfig_id, {t: placement[t] for t in r.spec.added},
+                                    new)
+            self.reconfigs.put_back(request)
+            return None
+        self._growing = None
+        self.worker_ids += g.workers
+        self.job.workers = len(self.worker_ids)
+        return dataclasses.replace(r, placement={**r.placement, **g.placement})
+
+    def _still_growing(self) -> bool:
+        """True while the workers of the next request are starting; refuses the request
+        when they cannot start."""
+        g = self._growing
+        if g is None or g.ready:
+            return False
+        try:
+            if not self.backend.workers_ready(g.workers):
+                return True
+        except Exception as exc:
+            self._growing = None
+            request = self.reconfigs.next_request()
+            assert request is not None and request.reconfig_id == g.reconfig_id
+            self.tables.reconfig_requested(
+                request.reconfig_id, "; ".join(describe(op) for op in request.ops))
+            self._finish_reconfig(request, "refused", reason=str(exc), error=exc)
+            return True
+        g.ready = True
+        return False
+
+    def _renumber_workers(self) -> None:
+        """Before a restart on an elastic backend: workers 0..n-1 for the n that host
+        tasks (released ones leave no gap)."""
+        ids = sorted(set(self.placement.values()))
+        number = {w: i for i, w in enumerate(ids)}
+        self.placement = {t: number[w] for t, w in self.placement.items()}
+        self.config = dataclasses.replace(self.config, workers=len(ids))
+        self.worker_ids = list(range(len(ids)))
+        self._next_worker = len(ids)
+        self.job.workers = len(ids)
+        self.tables.plan_changed(self.plan, self.placement)
 
     def _reconfigured(self, f: InFlight) -> None:
         for t in f.removed:
             self._retired[t] = 2 if self.checkpoints is not None else 0
+            self._retired_on[t] = self.placement[t]
         self.plan, self.placement = f.plan, f.placement
         self.tables.plan_changed(self.plan, self.placement)
         self.tables.reconfig_progress(f.request.reconfig_id, f.moved, len(f.spec.added),

@@ -139,11 +139,20 @@ class WorkerActor:
         self.wires = {w: RayWire(self.worker, h, put_from) for w, h in peers.items()}
         self.connected.set()
         links = {w: Link(wire, self.wake) for w, wire in self.wires.items()}
-        loop = WorkerLoop(self.worker, self._emit, self.commands, self.wake, links, self.boot)
-        threading.Thread(target=loop.run, daemon=True, name="worker-loop").start()
+        self.loop = WorkerLoop(self.worker, self._emit, self.commands, self.wake, links,
+                               self.boot)
+        threading.Thread(target=self.loop.run, daemon=True, name="worker-loop").start()
         context = ray.get_runtime_context()
         return {"node_id": context.get_node_id(), "pid": os.getpid(),
                 "resources": context.get_assigned_resources()}
+
+    def add_peers(self, peers: dict[int, Any], put_from: int = 0) -> None:
+        """Open wires to workers started after this one (a live rescale's)."""
+        for w, handle in peers.items():
+            self.wires[w] = RayWire(self.worker, handle, put_from)
+            link = Link(self.wires[w], self.wake)
+            link.start()
+            self.loop.links[w] = link
 
     @ray.method(concurrency_group="data")
     def deliver(self, src: int, seq: int, frames: list[Any]) -> None:

@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -28,6 +29,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rheostat.backends.base import (
     Backend,
+    BackendUnavailable,
     Command,
     Event,
     RestoreFrom,
@@ -41,12 +43,24 @@ from rheostat.plan.physical import PhysicalPlan
 
 log = logging.getLogger("rheostat.ray")
 
+#: Resources Ray takes as options of their own, not in ``resources=``.
+_OWN_OPTIONS = ("CPU", "GPU", "memory")
 #: Seconds an actor's events call waits for its first event.
 _POLL_S = 0.5
 
 
-class ClusterTooSmall(RuntimeError):
+class ClusterTooSmall(BackendUnavailable):
     """The Ray cluster cannot host the job's workers."""
+
+
+@dataclass
+class _Starting:
+    """Workers ``add_workers`` started, until they are connected."""
+
+    actors: dict[int, Any]
+    connects: list[Any]
+    deadline: float
+    bundles: list[dict[str, float]]
 
 
 class RayBackend(Backend):
@@ -61,7 +75,12 @@ class RayBackend(Backend):
     ``init_options`` go to ``ray.init`` when this backend starts Ray.
     ``put_batches_from``: batches of at least this many bytes travel between workers as
     object-store references (``ray.put``) instead of inside the actor call (0: never).
+
+    The backend is elastic: tasks a live rescale adds get new actors of their own, and
+    an actor left without tasks is stopped.
     """
+
+    elastic = True
 
     def __init__(
         self, address: str | None = None, *, worker_cpus: float = 1.0,
@@ -69,22 +88,25 @@ class RayBackend(Backend):
         init_options: Mapping[str, Any] | None = None, schedule_timeout_s: float = 60.0,
         put_batches_from: int = 0,
     ) -> None:
-        self.put_batches_from = put_batches_from
         self.address = address
         self.worker_cpus = worker_cpus
         self.placement_strategy = placement_strategy
         self.runtime_env = dict(runtime_env or {})
         self.init_options = dict(init_options or {})
         self.schedule_timeout_s = schedule_timeout_s
+        self.put_batches_from = put_batches_from
         self._started_ray = False
-        self._actors: list[Any] = []
+        self._actors: dict[int, Any] = {}
         self._polls: dict[int, Any] = {}
-        self._command_seq: list[itertools.count[int]] = []
+        self._command_seq: dict[int, itertools.count[int]] = {}
         self._gone: set[int] = set()
+        self._releasing: set[int] = set()
         self._stopping = False
         self._pg: Any = None
-        #: Where each worker runs: node id, pid, assigned resources (from the last start).
-        self.workers_info: list[dict[str, Any]] = []
+        self._starting: dict[tuple[int, ...], _Starting] = {}
+        self._config = RunConfig()
+        #: Where each worker runs: node id, pid and assigned resources, by worker.
+        self.workers_info: dict[int, dict[str, Any]] = {}
 
     # --- the seam -----------------------------------------------------------------
 
@@ -92,7 +114,8 @@ class RayBackend(Backend):
         self, plan: PhysicalPlan, placement: dict[str, int], config: RunConfig,
         restore: RestoreFrom | None = None,
     ) -> None:
-        self._gone, self._stopping = set(), False
+        self._gone, self._releasing, self._stopping = set(), set(), False
+        self._config = config
         n = config.workers
         bundles = [self._bundle(plan, placement, w) for w in range(n)]
         self._connect(sum(b.get("CPU", 0) for b in bundles))
@@ -100,38 +123,71 @@ class RayBackend(Backend):
         ready, _ = ray.wait([self._pg.ready()], timeout=self.schedule_timeout_s)
         if not ready:
             remove_placement_group(self._pg)
+            self._pg = None
             raise ClusterTooSmall(
                 f"the Ray cluster could not host {n} workers asking for {bundles} "
                 f"({self.placement_strategy}) within {self.schedule_timeout_s:.0f} s; it "
                 f"has {ray.available_resources()} free. Use fewer workers, a smaller "
                 "worker_cpus, or a bigger cluster."
             )
-        boot = boot_blob(plan, placement, config.channel_capacity_bytes,
-                         config.metrics_interval_s, config.store, restore, list(sys.path))
-        boot["cwd"] = os.getcwd()
-        self._actors = [
-            WorkerActor.options(
-                num_cpus=bundles[w].get("CPU", 0), num_gpus=bundles[w].get("GPU", 0),
-                resources={k: v for k, v in bundles[w].items() if k not in ("CPU", "GPU")},
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    self._pg, placement_group_bundle_index=w),
-                runtime_env=self.runtime_env or None, max_restarts=0,
-                name=None,
-            ).remote(w, boot)
-            for w in range(n)
-        ]
-        self._command_seq = [itertools.count() for _ in range(n)]
-        self.workers_info = ray.get([
-            actor.connect.remote({p: h for p, h in enumerate(self._actors) if p != w},
-                                 self.put_batches_from)
-            for w, actor in enumerate(self._actors)
-        ])
-        self._polls = {w: a.events.remote(_POLL_S) for w, a in enumerate(self._actors)}
+        boot = self._boot(plan, placement, restore)
+        strategies = {w: PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=w)
+                      for w in range(n)}
+        self._actors = {w: self._actor(w, bundles[w], boot, strategies[w]) for w in range(n)}
+        self._command_seq = {w: itertools.count() for w in range(n)}
+        live = dict(self._actors)
+        infos = ray.get([a.connect.remote({p: h for p, h in live.items() if p != w},
+                                          self.put_batches_from) for w, a in live.items()])
+        self.workers_info = dict(zip(live, infos, strict=True))
+        self._polls = {w: a.events.remote(_POLL_S) for w, a in live.items()}
+
+    def add_workers(
+        self, plan: PhysicalPlan, placement: dict[str, int], workers: list[int]
+    ) -> None:
+        boot = self._boot(plan, placement, None)
+        bundles = [self._bundle(plan, placement, w) for w in workers]
+        new = {w: self._actor(w, b, boot, "DEFAULT") for w, b in zip(workers, bundles)}
+        live = {w: a for w, a in self._actors.items() if w not in self._gone} | new
+        connects = [a.connect.remote({p: h for p, h in live.items() if p != w},
+                                     self.put_batches_from) for w, a in new.items()]
+        self._starting[tuple(workers)] = _Starting(
+            new, connects, time.monotonic() + self.schedule_timeout_s, bundles)
+
+    def workers_ready(self, workers: list[int]) -> bool:
+        starting = self._starting[tuple(workers)]
+        ready, _ = ray.wait(starting.connects, num_returns=len(starting.connects), timeout=0)
+        if len(ready) < len(starting.connects):
+            if time.monotonic() < starting.deadline:
+                return False
+            del self._starting[tuple(workers)]
+            for actor in starting.actors.values():
+                kill_quietly(actor)
+            raise ClusterTooSmall(
+                f"the Ray cluster could not start {len(workers)} more worker(s) asking for "
+                f"{starting.bundles} within {self.schedule_timeout_s:.0f} s; it has "
+                f"{ray.available_resources()} free"
+            )
+        del self._starting[tuple(workers)]
+        infos = ray.get(starting.connects)
+        old = [a for w, a in self._actors.items() if w not in self._gone]
+        ray.get([a.add_peers.remote(starting.actors, self.put_batches_from) for a in old])
+        self._actors.update(starting.actors)
+        self.workers_info.update(zip(workers, infos, strict=True))
+        for w, actor in starting.actors.items():
+            self._command_seq[w] = itertools.count()
+            self._polls[w] = actor.events.remote(_POLL_S)
+        return True
+
+    def release_workers(self, workers: list[int]) -> None:
+        for w in workers:
+            if w in self._actors and w not in self._gone:
+                self._releasing.add(w)
+                self.send(w, StopWorker())  # it says bye, then _collect kills it
 
     def send(self, worker: int, command: Command) -> None:
-        if isinstance(command, StopWorker):
+        if isinstance(command, StopWorker) and worker not in self._releasing:
             self._stopping = True
-        if worker not in self._gone and worker < len(self._actors):
+        if worker not in self._gone and worker in self._actors:
             self._actors[worker].command.remote(next(self._command_seq[worker]), command)
 
     def events(self, timeout: float) -> list[Event]:
@@ -154,7 +210,7 @@ class RayBackend(Backend):
             messages = ray.get(ref)
         except ray.exceptions.RayError as exc:
             self._gone.add(w)
-            if self._stopping:
+            if self._stopping or w in self._releasing:
                 return []
             log.warning("worker %d (a Ray actor) died: %s", w, str(exc).splitlines()[0])
             return [WorkerDied(w, None)]
@@ -165,15 +221,17 @@ class RayBackend(Backend):
             if event is not None:
                 events.append(event)
             said_bye = said_bye or message[0] == "bye"
-        if said_bye:
-            self._gone.add(w)
-        else:
+        if not said_bye:
             self._polls[w] = self._actors[w].events.remote(_POLL_S)
+        else:
+            self._gone.add(w)
+            if w in self._releasing:
+                kill_quietly(self._actors[w])
         return events
 
     def stop(self) -> list[Event]:
         self._stopping = True
-        for w in range(len(self._actors)):
+        for w in list(self._actors):
             self.send(w, StopWorker())
         events: list[Event] = []
         deadline = time.monotonic() + 5
@@ -185,7 +243,7 @@ class RayBackend(Backend):
     def kill(self) -> None:
         """Kill every worker at once (a restart does not wait for a clean stop)."""
         self._stopping = True
-        for actor in self._actors:
+        for actor in self._actors.values():
             kill_quietly(actor)
 
     def close(self) -> None:
@@ -201,10 +259,28 @@ class RayBackend(Backend):
         """The actor handle of ``worker`` (tests kill it with ``ray.kill``)."""
         return self._actors[worker]
 
+    def _boot(
+        self, plan: PhysicalPlan, placement: dict[str, int], restore: RestoreFrom | None
+    ) -> dict[str, Any]:
+        c = self._config
+        boot = boot_blob(plan, placement, c.channel_capacity_bytes, c.metrics_interval_s,
+                         c.store, restore, list(sys.path))
+        boot["cwd"] = os.getcwd()
+        return boot
+
+    def _actor(self, w: int, bundle: dict[str, float], boot: dict[str, Any], where: Any) -> Any:
+        return WorkerActor.options(
+            num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0),
+            memory=bundle.get("memory") or None,
+            resources={k: v for k, v in bundle.items() if k not in _OWN_OPTIONS},
+            scheduling_strategy=where, runtime_env=self.runtime_env or None, max_restarts=0,
+        ).remote(w, boot)
+
     def _release(self) -> None:
-        for actor in self._actors:
+        starting = [a for s in self._starting.values() for a in s.actors.values()]
+        for actor in [*self._actors.values(), *starting]:
             kill_quietly(actor)
-        self._actors, self._polls = [], {}
+        self._actors, self._polls, self._starting = {}, {}, {}
         if self._pg is not None:
             try:
                 remove_placement_group(self._pg)
@@ -221,7 +297,24 @@ class RayBackend(Backend):
         local = self.address is None and not os.environ.get("RAY_ADDRESS")
         if local and "num_cpus" not in options:
             options["num_cpus"] = max(os.cpu_count() or 1, math.ceil(cpus_wanted))
-        ray.init(address=self.address, **options)
+        where = self.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
+        try:
+            try:
+                ray.init(address=self.address, **options)
+            except ValueError as exc:  # address None found a `ray start` cluster here
+                if "existing cluster" not in str(exc) or "num_cpus" in self.init_options:
+                    raise
+                options.pop("num_cpus")
+                ray.init(address=self.address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            hint = ""
+            if "auth" in str(exc).lower() or "token" in str(exc).lower():
+                hint = (" The cluster checks tokens: set RAY_AUTH_MODE=token and the "
+                        "cluster's token in RAY_AUTH_TOKEN (or ~/.ray/auth_token); see "
+                        "docs/ray.md.")
+            raise BackendUnavailable(
+                f"could not connect to the Ray cluster ({where}): "
+                f"{type(exc).__name__}: {exc}.{hint}") from exc
         self._started_ray = True
 
     def _bundle(
