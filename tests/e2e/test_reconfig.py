@@ -279,3 +279,32 @@ def test_a_function_update_that_refuses_the_state_leaves_the_old_one_running(bac
         assert versions == sorted(versions)
     states = result.sql("select state from reconfigurations order by reconfig_id")
     assert states.column("state").to_pylist() == ["refused", "done"]
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_a_task_placed_on_another_worker_and_back_keeps_the_output(backend, use_backend):
+    data = events(seed=31)
+    out = rs.sinks.collect()
+    flow = rs.Flow("reconf")
+    (flow.source("ev", rs.testing.rows(data, batch_size=300), timestamp="ts",
+                 out_of_order="10ms", rate=RATE // 2)
+     .key_by("k").window(WINDOWS["tumbling"])
+     .aggregate(n=rs.agg.count(), total=rs.agg.sum("v"))
+     .sink("out", out, parallelism=1))  # not chained with the aggregate: it can move
+    job = rs.start(flow, backend=use_backend(backend), parallelism=2, workers=2)
+    wait_for_rows(job)
+    task = f"{STEP}#1"
+
+    def worker_of(t):
+        return job.sql(f"select worker from tasks where task_id = '{t}'").column(0)[0].as_py()
+
+    with pytest.raises(rs.ReconfigError, match="no worker 7"):
+        job.place(task, 7)
+    assert worker_of(task) == 1
+    assert job.place(task, 0)["status"] == "done"
+    assert worker_of(task) == 0
+    assert job.place(task, 1)["status"] == "done"
+    assert worker_of(task) == 1
+    result = job.wait()
+    assert produced(out) == reference(data)
+    assert result.counters().get("late", 0) == 0

@@ -93,11 +93,39 @@ def test_function_and_knob_updates_replace_the_step_only():
     (UpdateFunction("out", print), "no function to update"),
     (SetKnob("m", "speed", 1), "declares no knob"),
     (SetKnob("m", "factor", "fast"), "is a int"),
-    (Place("p#0", 1), "not supported"),
+    (Place("p#0", 1), "runs sink step 'out'"),
+    (Place("src#1", 1), "runs source step 'src'"),
+    (Place("p#9", 1), "no task 'p#9'"),
+    (Place("p#0", 0), "on worker 0 already"),
 ])
 def test_requests_that_cannot_be_done_are_refused_with_the_reason(op, message):
     with pytest.raises(ReconfigError, match=message):
         replan(keyed_plan(), op)
+
+
+def unchained_sink_plan():
+    steps = (SourceStep("src", ()),
+             KeyedProcessStep("p", (Input(Port("src"), Routing("hash", ("k",))),), keys=("k",)),
+             SinkStep("out", (Input(Port("p")),), parallelism=1))
+    return lower(steps, parallelism=2, max_parallelism=MAXP)
+
+
+def test_a_placed_task_moves_with_all_its_key_groups_on_new_channels():
+    plan = unchained_sink_plan()
+    placement = {t: int(t[-1]) for t in plan.task_ids}
+    r = plan_reconfiguration(plan, placement, 2, [Place("p#1", 0)], 1)
+    assert r.spec.relocated == ("p#1",) and r.placement["p#1"] == 0
+    assert r.spec.added == r.spec.removed == () and r.spec.affected_chains == {"p"}
+    owned = {g for g, o in enumerate(plan.key_group_owners["p"]) if o == 1}
+    assert r.spec.moves["p"] == {g: (1, 1) for g in owned}
+    assert r.plan.key_group_owners == plan.key_group_owners
+    old = {c.channel_id for c in plan.channels}
+    for c in r.plan.channels:
+        touches = "p#1" in (c.src_task, c.dst_task)
+        assert (c.channel_id in r.spec.new_channels) == touches
+        assert touches or c.channel_id in old
+    with pytest.raises(ReconfigError, match="on its own"):
+        plan_reconfiguration(plan, placement, 2, [Place("p#1", 0), Rescale("p", 3)], 2)
 
 
 def test_an_idle_task_is_allowed_between_stages_only():

@@ -37,7 +37,7 @@ from rheostat.control.tables import query_file
 from rheostat.launch import run as run_flow
 from rheostat.observe.progress import TerminalProgress, summary
 from rheostat.plan.errors import FlowError
-from rheostat.plan.reconfig import MoveKeyGroups, Rescale, SetKnob
+from rheostat.plan.reconfig import MoveKeyGroups, Place, Rescale, SetKnob
 from rheostat.runtime.checkpoint import CheckpointStore
 from rheostat.runtime.errors import JobFailed, UserFunctionError
 
@@ -506,6 +506,18 @@ def move_command(job: str, step: str, groups: str, to_task: int) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="GROUPS") from None
     _reconfigure(job, op_to_json(MoveKeyGroups(step, parsed, to_task)))
+
+
+@cli.command("place")
+@click.argument("job")
+@click.argument("task")
+@click.argument("worker", type=click.IntRange(min=0))
+def place_command(job: str, task: str, worker: int) -> None:
+    """Move TASK (e.g. counts#1) of running JOB to WORKER, with its key groups' state.
+
+    ``rheostat sql JOB "select task_id, worker from tasks"`` shows where tasks run.
+    """
+    _reconfigure(job, op_to_json(Place(task, worker)))
 
 
 @cli.command("update")

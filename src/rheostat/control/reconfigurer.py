@@ -25,6 +25,7 @@ from rheostat.control.tables import JobTables
 from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.plan.reconfig import (
+    Place,
     ReconfigError,
     Reconfiguration,
     UpdateFunction,
@@ -86,6 +87,10 @@ class LiveReconfigurer:
             return
         text = "; ".join(describe(op) for op in request.ops)
         try:
+            for op in request.ops:
+                if isinstance(op, Place) and op.worker not in self.worker_ids:
+                    raise ReconfigError(f"there is no worker {op.worker}: the job runs on "
+                                        f"workers {self.worker_ids}")
             parts = stages(self.plan, self.placement, self.config.workers, request.ops,
                            self.reconfig_batch_groups)
         except Exception as exc:

@@ -26,7 +26,7 @@ from itertools import zip_longest
 from typing import Any
 
 from rheostat.plan.errors import FlowError
-from rheostat.plan.logical import SourceStep, Step
+from rheostat.plan.logical import STATEFUL_KINDS, SourceStep, Step
 from rheostat.plan.physical import Chain, Channel, PhysicalPlan
 
 
@@ -127,6 +127,9 @@ class ReconfigSpec:
     new_channels: tuple[int, ...] = ()
     #: Steps that run a new function or new knob values.
     updated_steps: tuple[str, ...] = ()
+    #: Tasks that move to another worker: the old instance hands all its key groups to
+    #: the new one (``moves`` lists them with old == new owner) and leaves.
+    relocated: tuple[str, ...] = ()
 
     def losing(self, step: str, index: int) -> dict[int, list[int]]:
         """New owner -> key groups that task ``index`` of ``step`` hands over."""
@@ -199,9 +202,10 @@ def plan_reconfiguration(
     par = {c.chain_id: c.parallelism for c in plan.chains}
     owners = {s: list(o) for s, o in plan.key_group_owners.items()}
     updated: list[str] = []
+    relocate = _relocations(plan, placement, workers, ops)
     for op in ops:
         if isinstance(op, Place):
-            raise ReconfigError("place() is not supported yet: tasks stay on their worker")
+            continue
         if op.step not in steps:
             raise ReconfigError(f"the job has no step {op.step!r}; its steps are "
                                 f"{list(plan.order)}")
@@ -254,7 +258,43 @@ def plan_reconfiguration(
             raise ReconfigError(f"step {sid!r}: task(s) {idle} would own no key group; "
                                 "rescale down instead of emptying a task")
     return _build(plan, placement, workers, steps, par, owners, tuple(dict.fromkeys(updated)),
-                  reconfig_id)
+                  reconfig_id, relocate)
+
+
+def _relocations(
+    plan: PhysicalPlan, placement: Mapping[str, int], workers: int, ops: Sequence[Operation]
+) -> dict[str, int]:
+    """Task -> its new worker, for the ``Place`` operations in ``ops`` (alone in a
+    request: a task moves as it is). Whether the worker exists is the controller's to
+    check: an elastic backend may have started it for this request."""
+    places = [op for op in ops if isinstance(op, Place)]
+    if not places:
+        return {}
+    if len(places) != len(ops):
+        raise ReconfigError("place() runs on its own: give other changes in another request")
+    relocate: dict[str, int] = {}
+    for op in places:
+        if op.task not in placement:
+            raise ReconfigError(f"the job has no task {op.task!r}; its tasks are "
+                                f"{plan.task_ids}")
+        if not isinstance(op.worker, int) or op.worker < 0:
+            raise ReconfigError(f"place {op.task!r}: a worker is a number >= 0, got "
+                                f"{op.worker!r}")
+        if placement[op.task] == op.worker:
+            raise ReconfigError(f"task {op.task!r} is on worker {op.worker} already")
+        chain = next(c for c in plan.chains if op.task.rsplit("#", 1)[0] == c.chain_id)
+        for sid in chain.steps:
+            kind = plan.steps[sid].kind
+            if kind in ("source", "sink"):
+                raise ReconfigError(
+                    f"task {op.task!r} runs {kind} step {sid!r}, whose positions or "
+                    "transactions move only through a checkpoint: stop the job and "
+                    "resume it with other workers to move it")
+            if kind in STATEFUL_KINDS and sid not in plan.key_group_owners:
+                raise ReconfigError(f"task {op.task!r} holds state of step {sid!r} that is "
+                                    "not split into key groups; it cannot move live")
+        relocate[op.task] = op.worker
+    return relocate
 
 
 def check_knob(step: Step, name: str, value: Any) -> Any:
@@ -291,8 +331,9 @@ def _check_rescale(plan: PhysicalPlan, chain: Chain, op: Rescale) -> None:
 def _build(
     plan: PhysicalPlan, placement: Mapping[str, int], workers: int, steps: dict[str, Step],
     par: dict[str, int], owners: dict[str, list[int]], updated: tuple[str, ...],
-    reconfig_id: int,
+    reconfig_id: int, relocate: Mapping[str, int] | None = None,
 ) -> Reconfiguration:
+    relocate = relocate or {}
     chains = tuple(Chain(c.chain_id, c.steps, par[c.chain_id]) for c in plan.chains)
     chain_of = {sid: c for c in chains for sid in c.steps}
     old = {(c.edge, c.src_index, c.dst_index): c for c in plan.channels}
@@ -307,7 +348,8 @@ def _build(
         pairs = ([(i, i) for i in range(src.parallelism)] if e.routing.kind == "forward"
                  else [(i, j) for i in range(src.parallelism) for j in range(dst.parallelism)])
         for i, j in pairs:
-            kept = old.get((e, i, j))
+            moved = src.task_id(i) in relocate or dst.task_id(j) in relocate
+            kept = None if moved else old.get((e, i, j))
             if kept is None:
                 kept = Channel(next_id, e, src.task_id(i), i, dst.task_id(j), j)
                 new_ids.append(next_id)
@@ -325,12 +367,20 @@ def _build(
               if a != b}
         for sid, o in new_owners.items()
     }
+    for task in relocate:  # every key group of a moving task goes with it
+        chain_id, index = task.rsplit("#", 1)[0], int(task.rsplit("#", 1)[1])
+        for sid in next(c for c in chains if c.chain_id == chain_id).steps:
+            if sid in new_owners:
+                moves.setdefault(sid, {}).update(
+                    {g: (index, index) for g, o in enumerate(new_owners[sid]) if o == index})
     moves = {sid: m for sid, m in moves.items() if m}
     old_tasks, new_tasks = set(plan.task_ids), set(new_plan.task_ids)
     rescaled = {c.chain_id for c in chains
                 if c.parallelism != plan.chain_of(c.chain_id).parallelism}
-    affected = frozenset(rescaled | {chain_of[sid].chain_id for sid in moves})
+    affected = frozenset(rescaled | {chain_of[sid].chain_id for sid in moves}
+                         | {t.rsplit("#", 1)[0] for t in relocate})
     new_placement = {t: w for t, w in placement.items() if t in new_tasks}
+    new_placement.update(relocate)
     for t in new_plan.task_ids:
         if t not in new_placement:
             new_placement[t] = int(t.rsplit("#", 1)[1]) % workers
@@ -338,7 +388,7 @@ def _build(
         reconfig_id, moves, affected,
         tuple(t for t in new_plan.task_ids if t not in old_tasks),
         tuple(t for t in plan.task_ids if t not in new_tasks),
-        tuple(new_ids), updated,
+        tuple(new_ids), updated, tuple(relocate),
     )
     return Reconfiguration(new_plan, new_placement, spec)
 

@@ -86,6 +86,11 @@ class TaskHost:
         return moved
 
     def newly_finished(self) -> list[str]:
+        """Tasks that finished since the last call. The old instance of a task that moved
+        to another worker is dropped once it has finished, unreported: the task runs on."""
+        left = [t for t in self.tasks if t.finished and t._relocated_away and not t.handoffs]
+        if left:
+            self.tasks = [t for t in self.tasks if t not in left]
         out = [t.task_id for t in self.tasks
                if t.finished and t.task_id not in self._reported_finished]
         self._reported_finished.update(out)
@@ -117,7 +122,7 @@ class TaskHost:
         for task in self.tasks:
             self._guarded(task, task.reconfigure, next(copies), spec, inputs, outputs)
         for task_id in my_tasks:
-            if task_id not in spec.added:
+            if task_id not in spec.added and task_id not in spec.relocated:
                 continue
             # A retired task of this id may linger, finished: the new one replaces it.
             self.tasks = [t for t in self.tasks if t.task_id != task_id]

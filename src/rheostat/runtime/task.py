@@ -134,6 +134,7 @@ class Task(LiveReconfiguration):
         self._end_deferred = False
         self._ops_ended = False
         self._retired = False
+        self._relocated_away = False  # a Place moved this task: another instance runs it
         self._draining: list[Outbox] = []  # outboxes to retired tasks, flushing a marker
         for sid, op in self.ops.items():
             op.open(OperatorContext(

@@ -87,6 +87,7 @@ class LiveReconfiguration:
     _end_deferred: bool
     _ops_ended: bool
     _retired: bool
+    _relocated_away: bool
     _draining: list[Outbox]
 
     # Provided by Task.
@@ -112,6 +113,15 @@ class LiveReconfiguration:
         self._known_reconfig = r
         early = self._early.pop(r, set())
         old_inputs = len(self.inputs)
+        if self.task_id in spec.relocated:  # this instance leaves; a new one takes over
+            self._relocated_away = True
+            losing = {sid: spec.losing(sid, self.index) for sid in spec.moves
+                      if sid in self.ops}
+            self._switch = _Switch(r, set(range(old_inputs)) - self._ended_inputs - early,
+                                   losing, True, marked=early & set(range(old_inputs)))
+            if not self._switch.waiting:
+                self._hand_over()
+            return
         self.plan = plan
         self.chain = plan.chain_of(self.chain.chain_id)
         self._rewire_outputs(plan, spec, outputs)
@@ -281,6 +291,7 @@ class LiveReconfiguration:
         self._maybe_reconfigured()
 
     def _maybe_reconfigured(self) -> None:
+        """Report this task's part done (a relocated task's new instance reports it)."""
         if self._report is not None and self._switch is None and not self._awaiting:
             self.reconfigured.append(TaskReconfigured(self._report, self.task_id))
             self._report = None
