@@ -35,7 +35,8 @@ def test_a_live_rescale_starts_and_stops_actors_and_keeps_the_output(ray_cluster
     reference = rs.sinks.collect()
     rs.run(keyed(reference, 300_000, None), backend="inline")
     out = rs.sinks.collect()
-    job = rs.start(keyed(out, 300_000, 30_000), backend="ray", parallelism=2)
+    job = rs.start(keyed(out, 300_000, 20_000), backend="ray", parallelism=2,
+                   reconfig_batch_groups=0)  # one stage each: the input lasts 15 s
     backend = job.controller.backend
     assert job.rescale(STEP, 4)["status"] == "done"
     placed = job.sql("select task_id, worker from tasks where task_id like 'counts#%' "
@@ -81,3 +82,32 @@ def test_a_cluster_too_small_for_the_job_refuses_it_with_what_it_lacks(ray_clust
        .sink("out", rs.sinks.null()))
     with pytest.raises(rs.BackendUnavailable, match="test_accelerator"):
         rs.run(flow, backend=RayBackend(schedule_timeout_s=2), parallelism=1)
+
+
+def test_a_task_placed_on_a_node_gets_a_new_actor_there(ray_cluster):
+    reference = rs.sinks.collect()
+    flow_ref = rs.Flow("ray-node")
+    unchained(flow_ref, reference, None)
+    rs.run(flow_ref, backend="inline")
+    out = rs.sinks.collect()
+    flow = rs.Flow("ray-node")
+    unchained(flow, out, 30_000)
+    job = rs.start(flow, backend="ray", parallelism=2, workers=2)
+    node = ray_cluster.nodes()[0]
+    with pytest.raises(rs.ReconfigError, match="no live node 'nowhere'"):
+        job.place(f"{STEP}#1", node="nowhere")
+    assert job.place(f"{STEP}#1", node=node["NodeManagerAddress"])["status"] == "done"
+    worker = job.sql(f"select worker from tasks where task_id = '{STEP}#1'").column(0)[0]
+    info = job.controller.backend.workers_info[worker.as_py()]
+    assert worker.as_py() >= 2 and info["node_id"] == node["NodeID"]
+    job.wait()
+    assert rows(out) == rows(reference)
+
+
+def unchained(flow, out, rate):
+    ev = flow.source("ev", rs.sources.synthetic(events=200_000, keys=2000, seed=9,
+                                                 events_per_ms=20),
+                     timestamp="ts", out_of_order="1s", rate=rate, parallelism=2)
+    (ev.key_by("key").window(rs.windows.tumbling("1s"))
+       .aggregate(name=STEP, n=rs.agg.count())
+       .sink("out", out, parallelism=1))

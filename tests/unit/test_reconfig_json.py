@@ -24,6 +24,7 @@ def test_every_operation_parses():
         {"op": "knob", "step": "score", "name": "threshold", "value": 0.7},
         {"op": "knob", "step": "score", "name": "mode", "value": None},
         {"op": "place", "task": "count#1", "worker": 0},
+        {"op": "place_on_node", "task": "count#1", "node": "10.0.0.7"},
     ])
     assert ops == [
         Rescale("count", 4),
@@ -32,6 +33,7 @@ def test_every_operation_parses():
         SetKnob("score", "threshold", 0.7),
         SetKnob("score", "mode", None),
         Place("count#1", 0),
+        Place("count#1", node="10.0.0.7"),
     ]
 
 
@@ -69,7 +71,8 @@ def test_update_errors_name_the_module_and_function(function, message):
     ([], "non-empty list of operations"),
     ({"op": "rescale"}, "non-empty list of operations"),
     (["rescale"], "op 0: must be a JSON object"),
-    ([{"step": "s"}], "op 0: \"op\" must be one of ['knob', 'move', 'place', 'rescale', 'update']"),
+    ([{"step": "s"}], "op 0: \"op\" must be one of ['knob', 'move', 'place', "
+                      "'place_on_node', 'rescale', 'update']"),
     ([{"op": "grow"}], "got 'grow'"),
     ([{"op": ["rescale"]}], "op 0: \"op\" must be one of"),
     ([{"op": "rescale", "step": "s"}], "op 0 (rescale): missing ['parallelism']: it takes "
@@ -123,6 +126,7 @@ def test_parse_groups():
     MoveKeyGroups("count", (0, 1, 2, 5, 9, 10), 1),
     SetKnob("score", "threshold", 0.7),
     Place("count#1", 2),
+    Place("count#1", node="node-a"),
     UpdateFunction("enrich", json.dumps),
 ])
 def test_op_to_json_round_trips(op):

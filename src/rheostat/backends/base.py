@@ -243,11 +243,13 @@ class Backend(ABC):
         the workers sent while stopping (sinks committing their last transaction)."""
 
     def add_workers(
-        self, plan: PhysicalPlan, placement: dict[str, int], workers: list[int]
+        self, plan: PhysicalPlan, placement: dict[str, int], workers: list[int],
+        nodes: dict[int, str] | None = None,
     ) -> None:
         """Begin starting ``workers`` (new ids), hosting no task yet; ``placement`` says
-        which tasks they will get (a ``Reconfigure`` that follows hands them over).
-        Returns at once: the job runs on while they start (see ``workers_ready``)."""
+        which tasks they will get (a ``Reconfigure`` that follows hands them over);
+        ``nodes`` pins some to a node. Returns at once: the job runs on while they start
+        (see ``workers_ready``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot add workers")
 
     def workers_ready(self, workers: list[int]) -> bool:

@@ -511,13 +511,17 @@ def move_command(job: str, step: str, groups: str, to_task: int) -> None:
 @cli.command("place")
 @click.argument("job")
 @click.argument("task")
-@click.argument("worker", type=click.IntRange(min=0))
-def place_command(job: str, task: str, worker: int) -> None:
+@click.argument("worker", type=click.IntRange(min=0), required=False)
+@click.option("--node", metavar="NODE", default=None,
+              help="On Ray: a new worker on this node (node id or IP address) instead.")
+def place_command(job: str, task: str, worker: int | None, node: str | None) -> None:
     """Move TASK (e.g. counts#1) of running JOB to WORKER, with its key groups' state.
 
     ``rheostat sql JOB "select task_id, worker from tasks"`` shows where tasks run.
     """
-    _reconfigure(job, op_to_json(Place(task, worker)))
+    if (worker is None) == (node is None):
+        raise click.UsageError("give a WORKER or --node NODE (one of them)")
+    _reconfigure(job, op_to_json(Place(task, -1 if worker is None else worker, node)))
 
 
 @cli.command("update")

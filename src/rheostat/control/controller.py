@@ -408,6 +408,7 @@ class Controller(LiveReconfigurer):
             self._retired[t] -= 1
         if not done.final:
             self._release_retired()
+            self._release_idle_workers()
         self.tables.checkpoint_done(done.checkpoint_id, "completed", len(parts),
                                     sum(getattr(p, "size", 0) for p in parts))
         notify = FINAL_CHECKPOINT if done.final else done.checkpoint_id

@@ -77,9 +77,10 @@ class Job:
         """Set the declared knob ``name`` of ``step`` to ``value``."""
         return self.reconfigure(SetKnob(step, name, value), **kw)
 
-    def place(self, task: str, worker: int, **kw: Any) -> Any:
-        """Move ``task`` to ``worker`` (not supported yet: refused with the reason)."""
-        return self.reconfigure(Place(task, worker), **kw)
+    def place(self, task: str, worker: int = -1, *, node: str | None = None, **kw: Any) -> Any:
+        """Move ``task`` (e.g. ``"counts#1"``) with its key groups' state to ``worker``,
+        or on Ray to a new worker on ``node`` (a node id or IP address)."""
+        return self.reconfigure(Place(task, worker, node), **kw)
 
     # --- state ----------------------------------------------------------------------
 

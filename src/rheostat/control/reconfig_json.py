@@ -7,6 +7,7 @@ One JSON object per primitive of :mod:`rheostat.plan.reconfig`::
     {"op": "update", "step": "enrich", "function": "module.path:function_name"}
     {"op": "knob", "step": "score", "name": "threshold", "value": 0.7}
     {"op": "place", "task": "count#1", "worker": 0}
+    {"op": "place_on_node", "task": "count#1", "node": "10.0.0.7"}
 
 Key groups are ints or inclusive ``"a-b"`` ranges. ``update`` imports its function when
 parsed. Bad input raises :class:`ValueError` naming the operation's index.
@@ -44,6 +45,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "update": ("step", "function"),
     "knob": ("step", "name", "value"),
     "place": ("task", "worker"),
+    "place_on_node": ("task", "node"),
 }
 #: The most key groups one ``move`` may name (guards against huge ranges).
 MAX_GROUPS = 1 << 20
@@ -117,8 +119,13 @@ def _place(item: dict[str, Any]) -> Place:
     return Place(_name(item, "task"), _int(item, "worker", 0))
 
 
+def _place_on_node(item: dict[str, Any]) -> Place:
+    return Place(_name(item, "task"), node=_name(item, "node"))
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any]], Operation]] = {
     "rescale": _rescale, "move": _move, "update": _update, "knob": _knob, "place": _place,
+    "place_on_node": _place_on_node,
 }
 
 
@@ -225,6 +232,8 @@ def op_to_json(op: Operation) -> dict[str, Any]:
         return {"op": "update", "step": op.step, "function": function_path(op.function)}
     if isinstance(op, SetKnob):
         return {"op": "knob", "step": op.step, "name": op.name, "value": op.value}
+    if isinstance(op, Place) and op.node is not None:
+        return {"op": "place_on_node", "task": op.task, "node": op.node}
     if isinstance(op, Place):
         return {"op": "place", "task": op.task, "worker": op.worker}
     raise TypeError(f"not a reconfiguration operation: {op!r}")

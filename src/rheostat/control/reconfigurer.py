@@ -78,8 +78,9 @@ class LiveReconfigurer:
         """Start the next queued reconfiguration, never while a checkpoint is in flight."""
         if self.checkpoints is not None and self.checkpoints.in_flight is not None:
             return
-        if self._retired and self.reconfigs.in_flight is None:
+        if self.reconfigs.in_flight is None:
             self._release_retired()
+            self._release_idle_workers()
         if self._still_growing():
             return
         request = self.reconfigs.next_request()
@@ -87,6 +88,9 @@ class LiveReconfigurer:
             return
         text = "; ".join(describe(op) for op in request.ops)
         try:
+            request = self._placed_on_nodes(request)
+            if request is None:
+                return
             for op in request.ops:
                 if isinstance(op, Place) and op.worker not in self.worker_ids:
                     raise ReconfigError(f"there is no worker {op.worker}: the job runs on "
@@ -183,8 +187,7 @@ class LiveReconfigurer:
             self._apply(f)
 
     def _release_retired(self) -> None:
-        """Forget retired tasks whose final state no checkpoint needs any more, and stop
-        the workers (of an elastic backend) left with no task."""
+        """Forget retired tasks whose final state no checkpoint needs any more."""
         for t, left in list(self._retired.items()):
             if left <= 0 and t in self.job.finished_tasks:
                 del self._retired[t]
@@ -192,8 +195,12 @@ class LiveReconfigurer:
                 self.job.finished_tasks.discard(t)
                 if self.checkpoints is not None:
                     self.checkpoints.forget(t)
+
+    def _release_idle_workers(self) -> None:
+        """Stop the workers of an elastic backend that host no task (live or retired),
+        between reconfigurations."""
         if (not self.backend.elastic or self.job.state != "running"
-                or self.reconfigs.in_flight is not None):
+                or self.reconfigs.in_flight is not None or self._growing is not None):
             return
         busy = set(self.placement.values()) | set(self._retired_on.values())
         idle = [w for w in self.worker_ids if w not in busy]
@@ -225,6 +232,40 @@ class LiveReconfigurer:
         self.worker_ids += g.workers
         self.job.workers = len(self.worker_ids)
         return dataclasses.replace(r, placement={**r.placement, **g.placement})
+
+    def _placed_on_nodes(self, request: Request) -> Request | None:
+        """``Place`` on a node: first start a worker there (None: the request waits for
+        it, the job runs on), then place the task on that worker."""
+        ops = [op for op in request.ops if isinstance(op, Place) and op.node is not None]
+        if not ops:
+            return request
+        g = self._growing
+        if g is not None and g.reconfig_id == request.reconfig_id and g.ready:
+            self._growing = None
+            self.worker_ids += g.workers
+            self.job.workers = len(self.worker_ids)
+            return dataclasses.replace(request, ops=[
+                Place(op.task, g.placement[op.task])
+                if isinstance(op, Place) and op.node is not None else op
+                for op in request.ops])
+        if not self.backend.elastic:
+            raise ReconfigError(f"placing a task on a node needs a backend that starts "
+                                f"workers (Ray); this job runs on {type(self.backend).__name__}")
+        placement, nodes = dict(self.placement), {}
+        for op in ops:
+            if op.task not in placement:
+                raise ReconfigError(f"the job has no task {op.task!r}; its tasks are "
+                                    f"{self.plan.task_ids}")
+            placement[op.task] = self._next_worker
+            nodes[self._next_worker] = op.node
+            self._next_worker += 1
+        self.backend.add_workers(self.plan, placement, list(nodes), nodes)
+        log.info("reconfiguration %d: starting worker(s) %s on node(s) %s",
+                 request.reconfig_id, list(nodes), list(nodes.values()))
+        self._growing = Growing(request.reconfig_id, {op.task: placement[op.task] for op in ops},
+                                list(nodes))
+        self.reconfigs.put_back(request)
+        return None
 
     def _still_growing(self) -> bool:
         """True while the workers of the next request are starting; refuses the request

@@ -73,10 +73,12 @@ class SetKnob:
 
 @dataclass(frozen=True)
 class Place:
-    """Move ``task`` to worker ``worker``."""
+    """Move ``task`` to worker ``worker``, or (on Ray) to a new worker on ``node`` (a
+    Ray node id or a node's IP address)."""
 
     task: str
-    worker: int
+    worker: int = -1
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ def describe(op: Operation) -> str:
         return f"knob {op.step}.{op.name} = {op.value!r}"
     if isinstance(op, SetOwners):
         return f"owners of {op.step}"
+    if isinstance(op, Place) and op.node is not None:
+        return f"place {op.task} on node {op.node}"
     return f"place {op.task} on worker {op.worker}"
 
 

@@ -25,7 +25,10 @@ from typing import Any
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from rheostat.backends.base import (
     Backend,
@@ -142,11 +145,15 @@ class RayBackend(Backend):
         self._polls = {w: a.events.remote(_POLL_S) for w, a in live.items()}
 
     def add_workers(
-        self, plan: PhysicalPlan, placement: dict[str, int], workers: list[int]
+        self, plan: PhysicalPlan, placement: dict[str, int], workers: list[int],
+        nodes: dict[int, str] | None = None,
     ) -> None:
         boot = self._boot(plan, placement, None)
         bundles = [self._bundle(plan, placement, w) for w in workers]
-        new = {w: self._actor(w, b, boot, "DEFAULT") for w, b in zip(workers, bundles)}
+        where = {w: NodeAffinitySchedulingStrategy(node_id(n), soft=False)
+                 for w, n in (nodes or {}).items()}
+        new = {w: self._actor(w, b, boot, where.get(w, "DEFAULT"))
+               for w, b in zip(workers, bundles)}
         live = {w: a for w, a in self._actors.items() if w not in self._gone} | new
         connects = [a.connect.remote({p: h for p, h in live.items() if p != w},
                                      self.put_batches_from) for w, a in new.items()]
@@ -328,6 +335,17 @@ class RayBackend(Backend):
                 for name, amount in task_resources(plan, task_id).items():
                     wants[name] = wants.get(name, 0) + amount
         return {k: v for k, v in wants.items() if v > 0} or {"CPU": 0.001}
+
+
+def node_id(node: str) -> str:
+    """The Ray node id of ``node``: a node id, or the IP address of a live node."""
+    live = [n for n in ray.nodes() if n.get("Alive")]
+    for n in live:
+        if node in (n["NodeID"], n.get("NodeManagerAddress"), n.get("NodeName")):
+            return n["NodeID"]
+    known = [(n["NodeID"][:12], n.get("NodeManagerAddress")) for n in live]
+    raise ValueError(f"the Ray cluster has no live node {node!r}; its nodes (id, address): "
+                     f"{known}")
 
 
 def task_resources(plan: PhysicalPlan, task_id: str) -> dict[str, float]:
