@@ -281,17 +281,18 @@ def test_a_function_update_that_refuses_the_state_leaves_the_old_one_running(bac
     assert states.column("state").to_pylist() == ["refused", "done"]
 
 
-@pytest.mark.parametrize("backend", ["local", "ray"])
-def test_a_task_placed_on_another_worker_and_back_keeps_the_output(backend, use_backend):
+@pytest.mark.parametrize("backend, checkpoints", [
+    ("local", False), ("local", True), ("ray", False), ("ray", True)])
+def test_a_task_placed_on_another_worker_and_back_keeps_the_output(
+    backend, checkpoints, use_backend, tmp_path
+):
+    """The aggregate is chained with the sink: its open transaction moves along."""
     data = events(seed=31)
     out = rs.sinks.collect()
-    flow = rs.Flow("reconf")
-    (flow.source("ev", rs.testing.rows(data, batch_size=300), timestamp="ts",
-                 out_of_order="10ms", rate=RATE // 2)
-     .key_by("k").window(WINDOWS["tumbling"])
-     .aggregate(n=rs.agg.count(), total=rs.agg.sum("v"))
-     .sink("out", out, parallelism=1))  # not chained with the aggregate: it can move
-    job = rs.start(flow, backend=use_backend(backend), parallelism=2, workers=2)
+    options = {"checkpoint_interval": "300ms", "checkpoint_dir": str(tmp_path)} \
+        if checkpoints else {}
+    job = rs.start(windowed_flow(data, out, rate=RATE // 2), backend=use_backend(backend),
+                   parallelism=2, workers=2, **options)
     wait_for_rows(job)
     task = f"{STEP}#1"
 
@@ -300,9 +301,12 @@ def test_a_task_placed_on_another_worker_and_back_keeps_the_output(backend, use_
 
     with pytest.raises(rs.ReconfigError, match="no worker 7"):
         job.place(task, 7)
+    with pytest.raises(rs.ReconfigError, match="source step"):
+        job.place("ev#0", 1)
     assert worker_of(task) == 1
     assert job.place(task, 0)["status"] == "done"
     assert worker_of(task) == 0
+    time.sleep(0.4)  # a checkpoint in between, when they are on
     assert job.place(task, 1)["status"] == "done"
     assert worker_of(task) == 1
     result = job.wait()

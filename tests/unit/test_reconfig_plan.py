@@ -93,7 +93,6 @@ def test_function_and_knob_updates_replace_the_step_only():
     (UpdateFunction("out", print), "no function to update"),
     (SetKnob("m", "speed", 1), "declares no knob"),
     (SetKnob("m", "factor", "fast"), "is a int"),
-    (Place("p#0", 1), "runs sink step 'out'"),
     (Place("src#1", 1), "runs source step 'src'"),
     (Place("p#9", 1), "no task 'p#9'"),
     (Place("p#0", 0), "on worker 0 already"),

@@ -289,11 +289,11 @@ def _relocations(
         chain = next(c for c in plan.chains if op.task.rsplit("#", 1)[0] == c.chain_id)
         for sid in chain.steps:
             kind = plan.steps[sid].kind
-            if kind in ("source", "sink"):
+            if kind == "source":
                 raise ReconfigError(
-                    f"task {op.task!r} runs {kind} step {sid!r}, whose positions or "
-                    "transactions move only through a checkpoint: stop the job and "
-                    "resume it with other workers to move it")
+                    f"task {op.task!r} runs source step {sid!r}, whose read positions move "
+                    "only through a checkpoint: stop the job and resume it with other "
+                    "workers to move it")
             if kind in STATEFUL_KINDS and sid not in plan.key_group_owners:
                 raise ReconfigError(f"task {op.task!r} holds state of step {sid!r} that is "
                                     "not split into key groups; it cannot move live")

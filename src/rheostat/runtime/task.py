@@ -237,7 +237,8 @@ class Task(LiveReconfiguration):
             self.metrics.backpressure_s += time.perf_counter() - started
         elif self._ended() and not self.finished:
             self.finished = True
-            if self.checkpointing:  # the state to keep once this task is gone
+            # The state to keep once this task is gone (a moved task's new instance has it).
+            if self.checkpointing and not self._relocated_away:
                 self._take_snapshot(FINAL_CHECKPOINT)
             for op in self.ops.values():
                 op.close()

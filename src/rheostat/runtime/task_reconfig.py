@@ -179,6 +179,9 @@ class LiveReconfiguration:
         self._maybe_reconfigured()
 
     def _expect_state(self, spec: ReconfigSpec) -> None:
+        if self.task_id in spec.relocated:  # the new instance of a task that moved here
+            self._awaiting.update((sid, self.index) for sid, op in self.ops.items()
+                                  if hasattr(op, "hand_over"))
         groups: list[int] = []
         for sid in spec.moves:
             if sid in self.ops:
@@ -279,6 +282,12 @@ class LiveReconfiguration:
                 self.handoffs.append(StateHandoff(
                     switch.reconfig_id, sid, self.task_id, self.chain.task_id(owner), state))
             op.drop_state([g for gs in by_owner.values() for g in gs])  # type: ignore[attr-defined]
+        if self._relocated_away:  # sinks hand their open transaction to the new instance
+            for sid, op in self.ops.items():
+                if hasattr(op, "hand_over"):
+                    self.handoffs.append(StateHandoff(
+                        switch.reconfig_id, sid, self.task_id, self.task_id,
+                        op.hand_over(switch.reconfig_id)))
         if switch.retiring and not self.finished:
             self._end_ops()
             self._retired = True

@@ -238,6 +238,26 @@ class SinkOperator(Operator):
             self.writer.close()
             self.writer = None
 
+    def hand_over(self, reconfig_id: int) -> tuple[int, Any] | None:
+        """The task moves to another worker: what this writer wrote since the last
+        checkpoint, prepared as a transaction for the task's new instance, which commits
+        it with its next checkpoint (without checkpoints it is committed here, now).
+        This instance writes no more, and never closes its writer: closing would clean
+        up staged files the new instance's writer shares a task index with."""
+        writer, self.writer = self.writer, None
+        if writer is None:
+            return None
+        transaction = writer.prepare(-reconfig_id)  # an id no checkpoint has
+        if not self.ctx.checkpointing:
+            writer.commit(-reconfig_id, transaction)
+            return None
+        return -reconfig_id, transaction
+
+    def take_over(self, state: tuple[int, Any] | None) -> None:
+        """Adopt the transaction the task's old instance handed over (``hand_over``)."""
+        if state is not None:
+            self._staged[state[0]] = state[1]
+
     def restore(self, parts: list[Any]) -> None:
         """Every transaction in a restored checkpoint is committed (again, idempotently)."""
         transactions = sorted((cid, t) for part in parts if part for cid, t in part.items())
