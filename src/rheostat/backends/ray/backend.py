@@ -107,6 +107,7 @@ class RayBackend(Backend):
         self._stopping = False
         self._pg: Any = None
         self._starting: dict[tuple[int, ...], _Starting] = {}
+        self._early: list[Event] = []
         self._config = RunConfig()
         #: Where each worker runs: node id, pid and assigned resources, by worker.
         self.workers_info: dict[int, dict[str, Any]] = {}
@@ -118,6 +119,7 @@ class RayBackend(Backend):
         restore: RestoreFrom | None = None,
     ) -> None:
         self._gone, self._releasing, self._stopping = set(), set(), False
+        self._early: list[Event] = []  # deaths seen while starting, for the next events()
         self._config = config
         n = config.workers
         bundles = [self._bundle(plan, placement, w) for w in range(n)]
@@ -139,10 +141,19 @@ class RayBackend(Backend):
         self._actors = {w: self._actor(w, bundles[w], boot, strategies[w]) for w in range(n)}
         self._command_seq = {w: itertools.count() for w in range(n)}
         live = dict(self._actors)
-        infos = ray.get([a.connect.remote({p: h for p, h in live.items() if p != w},
-                                          self.put_batches_from) for w, a in live.items()])
-        self.workers_info = dict(zip(live, infos, strict=True))
-        self._polls = {w: a.events.remote(_POLL_S) for w, a in live.items()}
+        connects = {w: a.connect.remote({p: h for p, h in live.items() if p != w},
+                                        self.put_batches_from) for w, a in live.items()}
+        self.workers_info = {}
+        for w, ref in connects.items():
+            try:
+                self.workers_info[w] = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # e.g. its node was lost meanwhile
+                self._gone.add(w)
+                self._early.append(WorkerDied(w, None))
+                log.warning("worker %d (a Ray actor) died while starting: %s", w,
+                            str(exc).splitlines()[0])
+        self._polls = {w: a.events.remote(_POLL_S) for w, a in live.items()
+                       if w not in self._gone}
 
     def add_workers(
         self, plan: PhysicalPlan, placement: dict[str, int], workers: list[int],
@@ -198,6 +209,9 @@ class RayBackend(Backend):
             self._actors[worker].command.remote(next(self._command_seq[worker]), command)
 
     def events(self, timeout: float) -> list[Event]:
+        if self._early:
+            early, self._early = self._early, []
+            return early
         if not self._polls:
             time.sleep(timeout)
             return []
