@@ -5,7 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
+
+LOCAL_WORKER = "rheostat.backends.local.worker"
+
+
+def local_worker_processes() -> list[psutil.Process]:
+    """This process's local-backend worker processes. Not all its children: once a test
+    used Ray, the session's Ray instance (raylet, GCS, actors) runs under it too."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if LOCAL_WORKER in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return found
+
+
+@pytest.fixture
+def local_workers() -> Any:
+    """``local_workers()`` lists this process's local-backend worker processes."""
+    return local_worker_processes
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 import time
 
 import numpy as np
-import psutil
 import pyarrow as pa
 
 import rheostat as rs
@@ -64,14 +63,14 @@ class _SlowWriter(SinkWriter):
         self.ctx.send_to_driver(pa.record_batch({"rows": [self.rows]}))
 
 
-def test_slow_sink_bounds_worker_memory():
+def test_slow_sink_bounds_worker_memory(local_workers):
     flow = rs.Flow("backpressure")
     sink = SlowSink()
     flow.source("big", BigBatches(), parallelism=2).rebalance().sink("slow", sink, parallelism=1)
     peak = [0]
 
     def sample(plan, metrics, elapsed):
-        rss = sum(p.memory_info().rss for p in psutil.Process().children(recursive=True))
+        rss = sum(p.memory_info().rss for p in local_workers())
         peak[0] = max(peak[0], rss)
 
     result = rs.run(flow, backend="local", parallelism=2, workers=2,

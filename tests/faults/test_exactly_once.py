@@ -6,7 +6,6 @@ import random
 import signal
 import threading
 
-import psutil
 import pytest
 
 import rheostat as rs
@@ -60,10 +59,12 @@ def rows(sink):
 
 
 class Killer(threading.Thread):
-    """SIGKILLs a random worker of this process at random moments, ``kills`` times."""
+    """SIGKILLs a random worker of this process at random moments, ``kills`` times
+    (``workers()`` lists them)."""
 
-    def __init__(self, seed, kills):
+    def __init__(self, seed, kills, workers):
         super().__init__(daemon=True)
+        self.workers = workers
         self.rnd = random.Random(seed)
         self.kills = kills
         self.done = 0
@@ -73,7 +74,7 @@ class Killer(threading.Thread):
         for _ in range(self.kills):
             if self.stop.wait(self.rnd.uniform(0.4, 1.2)):
                 return
-            workers = psutil.Process().children()
+            workers = self.workers()
             if workers:
                 victim = self.rnd.choice(workers)
                 try:
@@ -84,11 +85,11 @@ class Killer(threading.Thread):
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_random_worker_kills_neither_lose_nor_duplicate_output(seed, tmp_path):
+def test_random_worker_kills_neither_lose_nor_duplicate_output(seed, tmp_path, local_workers):
     reference = rs.sinks.collect()
     rs.run(windowed(reference, seed), backend="inline")
     out = rs.sinks.collect()
-    killer = Killer(seed, kills=3)
+    killer = Killer(seed, kills=3, workers=local_workers)
     killer.start()
     try:
         result = rs.run(windowed(out, seed, rate=RATE), parallelism=2,
@@ -99,15 +100,15 @@ def test_random_worker_kills_neither_lose_nor_duplicate_output(seed, tmp_path):
         killer.join()
     assert killer.done >= 1 and result.restarts >= 1
     assert rows(out) == rows(reference)
-    assert psutil.Process().children() == []
+    assert local_workers() == []
 
 
-def test_a_poison_record_is_dead_lettered_exactly_once_across_crashes(tmp_path):
+def test_a_poison_record_is_dead_lettered_exactly_once_across_crashes(tmp_path, local_workers):
     reference, ref_dead = rs.sinks.collect(), rs.sinks.collect()
     rs.run(windowed(reference, 3, dead=ref_dead), backend="inline")
     assert ref_dead.rows >= 1
     out, dead = rs.sinks.collect(), rs.sinks.collect()
-    killer = Killer(11, kills=2)
+    killer = Killer(11, kills=2, workers=local_workers)
     killer.start()
     try:
         result = rs.run(windowed(out, 3, rate=RATE, dead=dead), parallelism=2,

@@ -14,25 +14,21 @@ import pytest
 import rheostat as rs
 
 
-def _children():
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
 def _rows(n=2000):
     return rs.testing.rows([{"i": i} for i in range(n)], batch_size=50)
 
 
-def test_no_worker_outlives_a_finished_or_failed_job():
+def test_no_worker_outlives_a_finished_or_failed_job(local_workers):
     flow = rs.Flow("ok")
     flow.source("rows", _rows()).map(lambda r: r).sink("out", rs.sinks.null())
     rs.run(flow, backend="local", parallelism=2)
-    assert _children() == set()
+    assert local_workers() == []
 
     bad = rs.Flow("bad")
     bad.source("rows", _rows()).map(lambda r: 1 // 0, name="boom").sink("out", rs.sinks.null())
     with pytest.raises(rs.JobFailed, match="boom"):
         rs.run(bad, backend="local", parallelism=2)
-    assert _children() == set()
+    assert local_workers() == []
 
 
 def kill_my_process_at(row):
@@ -41,13 +37,13 @@ def kill_my_process_at(row):
     return row
 
 
-def test_a_killed_worker_fails_the_job_with_a_clear_error():
+def test_a_killed_worker_fails_the_job_with_a_clear_error(local_workers):
     flow = rs.Flow("killed")
     flow.source("rows", _rows()).map(kill_my_process_at, name="killer").sink(
         "out", rs.sinks.null())
     with pytest.raises(rs.JobFailed, match=r"worker \d died \(exit code -9\)"):
         rs.run(flow, backend="local", parallelism=2)
-    assert _children() == set()
+    assert local_workers() == []
 
 
 def test_ctrl_c_stops_the_job_and_its_workers(tmp_path):
