@@ -119,6 +119,9 @@ class TaskHost:
         """Carry out ``spec`` here: ``my_tasks`` are the tasks this host holds in ``plan``;
         ``inputs``/``outputs`` are the endpoints of the new channels they touch."""
         copies = self._plan_copies(plan)
+        # A retired task of an id this change adds again lingers here, finished; the new
+        # one may run on another worker (an elastic backend's): the old one goes now.
+        self.tasks = [t for t in self.tasks if not (t.finished and t.task_id in spec.added)]
         for task in self.tasks:
             self._guarded(task, task.reconfigure, next(copies), spec, inputs, outputs)
         for task_id in my_tasks:
