@@ -68,7 +68,7 @@ from rheostat.backends.ray.backend import RayBackend  # noqa: E402
 from rheostat.bench.nexmark import QUERIES  # noqa: E402
 from rheostat.bench.nexmark.common import NexmarkConfig, Query, build_flow  # noqa: E402
 from rheostat.bench.nexmark.stateless import bid_columns  # noqa: E402
-from rheostat.runtime.io import Source, SourceReader  # noqa: E402
+from rheostat.runtime.io import SourceReader, WrappedSource  # noqa: E402
 
 KIB, MIB = 1 << 10, 1 << 20
 _HEADER = "<BiQ"  # the engine's frame header (links.py): kind, channel, payload size
@@ -246,25 +246,16 @@ def bench_transport(args: argparse.Namespace) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- 2. engine
 
 
-class Metered(Source):
+class Metered(WrappedSource):
     """Wraps a source; each reader appends ``wall time, rows`` per batch to a file in
     ``directory`` (one file per reader; one small write per batch)."""
 
     def __init__(self, inner: Any, directory: str) -> None:
-        self.inner, self.directory = inner, directory
+        super().__init__(inner)
+        self.directory = directory
 
-    @property
-    def bounded(self) -> bool:  # type: ignore[override]
-        return bool(self.inner.bounded)
-
-    def schema(self) -> pa.Schema | None:
-        return self.inner.schema()
-
-    def splits(self, parallelism: int) -> Any:
-        return self.inner.splits(parallelism)
-
-    def open(self, split: Any, position: Any = None, batch_size: int = 65_536) -> SourceReader:
-        return MeteredReader(self.inner.open(split, position, batch_size), self.directory)
+    def wrap(self, reader: SourceReader) -> SourceReader:
+        return MeteredReader(reader, self.directory)
 
 
 class MeteredReader(SourceReader):

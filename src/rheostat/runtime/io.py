@@ -61,6 +61,35 @@ class Source(ABC):
         """A reader for ``split``, resuming at ``position`` when given."""
 
 
+class WrappedSource(Source):
+    """A source that reads ``inner`` and wraps each of its readers (``wrap``): for
+    pacing, metering or fault injection around any source.
+
+    >>> class Same(WrappedSource):
+    ...     def wrap(self, reader): return reader
+    """
+
+    def __init__(self, inner: Source) -> None:
+        self.inner = inner
+
+    @property
+    def bounded(self) -> bool:  # type: ignore[override]
+        return bool(self.inner.bounded)
+
+    def schema(self) -> pa.Schema | None:
+        return self.inner.schema()
+
+    def splits(self, parallelism: int) -> Sequence[Any]:
+        return self.inner.splits(parallelism)
+
+    def open(self, split: Any, position: Any = None, batch_size: int = 65_536) -> SourceReader:
+        return self.wrap(self.inner.open(split, position, batch_size))
+
+    @abstractmethod
+    def wrap(self, reader: SourceReader) -> SourceReader:
+        """The reader the task reads instead of ``reader``."""
+
+
 @dataclass(frozen=True)
 class SinkContext:
     step_id: str

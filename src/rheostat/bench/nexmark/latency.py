@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rheostat.bench.nexmark.common import EVENT_TIME
-from rheostat.runtime.io import Sink, SinkContext, SinkWriter, Source, SourceReader
+from rheostat.runtime.io import Sink, SinkContext, SinkWriter, SourceReader, WrappedSource
 
 _STAMP = "__bench_event_ms"
 _RESOLUTION = 10  # buckets per millisecond
@@ -47,27 +47,17 @@ def now_ms() -> float:
 # ---------------------------------------------------------------- the paced source
 
 
-class Paced(Source):
+class Paced(WrappedSource):
     """Wraps a generator whose event times are wall-clock ms: a batch is released only
     once ``time.time()`` has reached its newest event (until then the reader says "no
     batch ready", and the task does other work or waits)."""
 
     def __init__(self, inner: Any, column: str = "date_time") -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.column = column
 
-    @property
-    def bounded(self) -> bool:  # type: ignore[override]
-        return bool(self.inner.bounded)
-
-    def schema(self) -> pa.Schema | None:
-        return self.inner.schema()
-
-    def splits(self, parallelism: int) -> Any:
-        return self.inner.splits(parallelism)
-
-    def open(self, split: Any, position: Any = None, batch_size: int = 65_536) -> SourceReader:
-        return PacedReader(self.inner.open(split, position, batch_size), self.column)
+    def wrap(self, reader: SourceReader) -> SourceReader:
+        return PacedReader(reader, self.column)
 
     def __repr__(self) -> str:
         return f"paced({self.inner!r})"
