@@ -310,15 +310,18 @@ class HttpApi:
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path``, readable by its owner only (mode 0600)."""
+    """Write ``data`` as JSON to ``path``, readable by its owner only (mode 0600), at
+    once: a reader that sees the file sees all of it (written aside, then renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o600)  # the file may have existed with wider permissions
         os.write(fd, json.dumps(data, indent=2).encode())
     finally:
         os.close(fd)
+    os.replace(aside, path)
 
 
 class _Handler(BaseHTTPRequestHandler):
