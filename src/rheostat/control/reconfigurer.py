@@ -216,22 +216,9 @@ class LiveReconfigurer:
         they are ready, ``r`` with them in its placement."""
         g = self._growing
         if g is None or g.reconfig_id != request.reconfig_id:
-            placement, new = dict(r.placement), []
-            for t in r.spec.added:
-                placement[t] = self._next_worker
-                new.append(self._next_worker)
-                self._next_worker += 1
-            self.backend.add_workers(r.plan, placement, new)
-            log.info("reconfiguration %d: starting worker(s) %s for %s", request.reconfig_id,
-                     new, list(r.spec.added))
-            self._growing = Growing(request.reconfig_id, {t: placement[t] for t in r.spec.added},
-                                    new)
-            self.reconfigs.put_back(request)
+            self._start_workers(request, r.plan, r.placement, {t: None for t in r.spec.added})
             return None
-        self._growing = None
-        self.worker_ids += g.workers
-        self.job.workers = len(self.worker_ids)
-        return dataclasses.replace(r, placement={**r.placement, **g.placement})
+        return dataclasses.replace(r, placement={**r.placement, **self._grown().placement})
 
     def _placed_on_nodes(self, request: Request) -> Request | None:
         """``Place`` on a node: first start a worker there (None: the request waits for
@@ -241,31 +228,48 @@ class LiveReconfigurer:
             return request
         g = self._growing
         if g is not None and g.reconfig_id == request.reconfig_id and g.ready:
-            self._growing = None
-            self.worker_ids += g.workers
-            self.job.workers = len(self.worker_ids)
+            placed = self._grown().placement
             return dataclasses.replace(request, ops=[
-                Place(op.task, g.placement[op.task])
+                Place(op.task, placed[op.task])
                 if isinstance(op, Place) and op.node is not None else op
                 for op in request.ops])
         if not self.backend.elastic:
             raise ReconfigError(f"placing a task on a node needs a backend that starts "
                                 f"workers (Ray); this job runs on {type(self.backend).__name__}")
-        placement, nodes = dict(self.placement), {}
         for op in ops:
-            if op.task not in placement:
+            if op.task not in self.placement:
                 raise ReconfigError(f"the job has no task {op.task!r}; its tasks are "
                                     f"{self.plan.task_ids}")
-            placement[op.task] = self._next_worker
-            nodes[self._next_worker] = op.node
-            self._next_worker += 1
-        self.backend.add_workers(self.plan, placement, list(nodes), nodes)
-        log.info("reconfiguration %d: starting worker(s) %s on node(s) %s",
-                 request.reconfig_id, list(nodes), list(nodes.values()))
-        self._growing = Growing(request.reconfig_id, {op.task: placement[op.task] for op in ops},
-                                list(nodes))
-        self.reconfigs.put_back(request)
+        self._start_workers(request, self.plan, self.placement, {op.task: op.node for op in ops})
         return None
+
+    def _start_workers(
+        self, request: Request, plan: PhysicalPlan, placement: dict[str, int],
+        tasks: dict[str, str | None],
+    ) -> None:
+        """Start a new worker for each of ``tasks`` (on its node, when one is named) and
+        put ``request`` back until they are ready (``_still_growing``)."""
+        placement, nodes = dict(placement), {}
+        for task, node in tasks.items():
+            placement[task] = self._next_worker
+            if node is not None:
+                nodes[self._next_worker] = node
+            self._next_worker += 1
+        new = [placement[t] for t in tasks]
+        self.backend.add_workers(plan, placement, new, nodes or None)
+        log.info("reconfiguration %d: starting worker(s) %s for %s%s", request.reconfig_id,
+                 new, list(tasks), f" on {list(nodes.values())}" if nodes else "")
+        self._growing = Growing(request.reconfig_id, {t: placement[t] for t in tasks}, new)
+        self.reconfigs.put_back(request)
+
+    def _grown(self) -> Growing:
+        """The workers started for the request now planned: they join the job."""
+        g = self._growing
+        assert g is not None
+        self._growing = None
+        self.worker_ids += g.workers
+        self.job.workers = len(self.worker_ids)
+        return g
 
     def _still_growing(self) -> bool:
         """True while the workers of the next request are starting; refuses the request

@@ -183,9 +183,6 @@ class WorkerActor:
             self.outbox.append(event)
             self.has_events.notify()
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 def kill_quietly(actor: Any) -> None:
     with contextlib.suppress(Exception):
