@@ -60,3 +60,30 @@ def test_at_least_once_steps_do_not_hold_inputs_back():
     ins["b"].send(Barrier(7))
     task.step(budget=10)
     assert [s.checkpoint_id for s in task.snapshots] == [7]
+
+
+def test_a_finished_task_commits_its_final_snapshot_when_a_checkpoint_holding_it_completes():
+    from rheostat import sinks
+    from rheostat.runtime.host import TaskHost
+    from rheostat.runtime.messages import FINAL_CHECKPOINT
+
+    out = sinks.collect()
+    steps = (SourceStep("a", ()),
+             SinkStep("out", (Input(Port("a"), REBALANCE),), sink=out, parallelism=1))
+    plan = lower(steps, parallelism=1)
+    channels = {c.channel_id: LocalChannel() for c in plan.channels}
+    sent = []
+    host = TaskHost(plan, ["out#0"], channels, channels,
+                    lambda step, batch, key=None: sent.append(batch), checkpointing=True)
+    (ch,) = [channels[c.channel_id] for c in plan.inputs_of("out#0")]
+    ch.send(batch(1))
+    ch.send(EndOfStream())
+    host.run_round()
+    (task,) = host.tasks
+    assert task.finished and [s.checkpoint_id for s in task.snapshots] == [FINAL_CHECKPOINT]
+    host.checkpoint_complete(4)  # a checkpoint without its final snapshot: nothing yet
+    assert sent == []
+    host.checkpoint_complete(5, finals=("out#0",))
+    assert [b.num_rows for b in sent] == [1]
+    host.checkpoint_complete(FINAL_CHECKPOINT)  # the job's end: committed once
+    assert [b.num_rows for b in sent] == [1]

@@ -83,3 +83,19 @@ def test_timeout_and_restart():
     c.restart(["a#0"])
     assert c.in_flight is None and not c.all_final
     assert c.due(1.0) == n + 1  # ids never repeat
+
+
+def test_a_completed_checkpoint_names_the_final_snapshots_it_holds():
+    """A finished task (one a rescale retired, say) commits what its final snapshot staged
+    once a checkpoint holding that snapshot is durable, not at the end of the job."""
+    c = CheckpointCoordinator(["a#0", "b#0", "c#0"], interval_s=0)
+    n = c.due(0.0)
+    c.on_ack("a#0", n, ("a",), {})
+    c.on_ack("a#0", FINAL_CHECKPOINT, (), {"a#0/x": b"final"})  # acked n before finishing
+    c.on_ack("b#0", FINAL_CHECKPOINT, (), {"b#0/x": b"final"})  # finished instead of acking
+    done = c.on_ack("c#0", n, ("c",), {})
+    assert done.finals == ("b#0",)  # a#0's final snapshot is not in checkpoint n
+    m = c.due(1.0)
+    assert c.on_ack("c#0", m, ("c2",), {}).finals == ("a#0", "b#0")
+    c.on_ack("c#0", FINAL_CHECKPOINT, (), {})
+    assert c.final().finals == ("a#0", "b#0", "c#0")

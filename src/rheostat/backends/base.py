@@ -148,9 +148,11 @@ class TriggerCheckpoint:
 
 @dataclass(frozen=True)
 class CompleteCheckpoint:
-    """Every task: ``checkpoint_id`` is durable (sinks commit)."""
+    """Every task: ``checkpoint_id`` is durable (sinks commit). The finished tasks in
+    ``finals`` had their final snapshot in it: they commit what it staged."""
 
     checkpoint_id: int
+    finals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ def carry_out(
     if isinstance(command, TriggerCheckpoint):
         host.trigger_checkpoint(command.checkpoint_id)
     elif isinstance(command, CompleteCheckpoint):
-        host.checkpoint_complete(command.checkpoint_id)
+        host.checkpoint_complete(command.checkpoint_id, command.finals)
         return command.checkpoint_id == FINAL_CHECKPOINT
     elif isinstance(command, Reconfigure):
         assert make_endpoints is not None, "this backend cannot reconfigure"

@@ -27,7 +27,7 @@ import os
 import posixpath
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 import fsspec
@@ -427,12 +427,12 @@ class _Staging:
         self.opened += 1
         tries = 0
         while True:
-            self.fs.makedirs(self._abs(self.folder), exist_ok=True)
             try:
+                self.fs.makedirs(self._abs(self.folder), exist_ok=True)
                 return relative, self.fs.open(self._abs(relative), "wb")
-            except FileNotFoundError:  # another task that finished removed the empty folder
+            except FileNotFoundError:  # a writer that closed removed the empty folders
                 tries += 1
-                if tries == 3:
+                if tries == 5:
                     raise
 
     def seal(self, relative: str, f: Any) -> None:
@@ -471,12 +471,24 @@ class _Staging:
         if moved and self.local:
             _fsync_dir(self.root)
 
-    def discard(self, keep_own: bool) -> None:
-        """Delete the staged files of every writer of a task ``t`` with ``t % p == index``.
+    def discard_restored(self) -> None:
+        """After a restore, once the restored transactions are committed: delete the staged
+        files of the writers of every task ``t`` with ``t % p == index`` but this one.
 
-        Those are this task's earlier attempts, and after a change of parallelism the old
-        tasks whose state it restored; other tasks' files are left alone.
+        A restore restarts every writer of the step at one parallelism ``p``, and this
+        task restored the state (so the transactions) of exactly those old tasks; what
+        they staged and is still staged was in no restored transaction, and its rows are
+        replayed. Files of the live writers of other tasks never match.
         """
+        self._delete(lambda task, writer: task % self.parallelism == self.task
+                     and writer != self.writer)
+
+    def discard_own(self) -> None:
+        """At the end: delete what this writer staged and never committed. Only its own
+        files: writers of other tasks may run at another parallelism after a rescale."""
+        self._delete(lambda task, writer: writer == self.writer)
+
+    def _delete(self, which: Callable[[int, str], bool]) -> None:
         self.fs.invalidate_cache(self._abs(self.folder))
         try:
             paths = self.fs.ls(self._abs(self.folder), detail=False)
@@ -484,12 +496,9 @@ class _Staging:
             return
         for path in paths:
             found = _STAGED.fullmatch(posixpath.basename(path))
-            if found is None or int(found["task"]) % self.parallelism != self.task:
-                continue
-            if keep_own and found["writer"] == self.writer:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(path)
+            if found is not None and which(int(found["task"]), found["writer"]):
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(path)
 
     def tidy(self) -> None:
         """Remove the staging folders if empty (local disks; object stores have none)."""
@@ -607,7 +616,7 @@ class _FileWriter(SinkWriter):
     def recover(self, transactions: list[tuple[int, Any]]) -> None:
         for checkpoint_id, transaction in transactions:
             self.commit(checkpoint_id, transaction)
-        self._staging.discard(keep_own=True)
+        self._staging.discard_restored()
 
     def close(self) -> None:
         """Clean up after the last commit; rows never prepared are discarded (and logged)."""
@@ -621,7 +630,7 @@ class _FileWriter(SinkWriter):
             finally:
                 self._file.close()
                 self._file = None
-        self._staging.discard(keep_own=False)
+        self._staging.discard_own()
         self._staging.tidy()
 
     # --- files ----------------------------------------------------------------------

@@ -31,6 +31,9 @@ class Completed:
     parts: tuple[Any, ...]
     inline: dict[str, bytes]
     final: bool = False
+    #: Finished tasks whose final snapshot this checkpoint holds: once it is durable they
+    #: commit what that snapshot staged (a retired task's last sink output among it).
+    finals: tuple[str, ...] = ()
 
 
 @dataclass
@@ -112,14 +115,15 @@ class CheckpointCoordinator:
         self.completed.append(f.checkpoint_id)
         parts = tuple(p for t in self.task_ids for p in f.acked.get(t, ()))
         inline = {name: blob for t in self.task_ids for name, blob in f.inline.get(t, {}).items()}
-        return Completed(f.checkpoint_id, parts, inline)
+        finals = tuple(t for t in self.task_ids if t not in f.acked and t in self.finals)
+        return Completed(f.checkpoint_id, parts, inline, finals=finals)
 
     def final(self) -> Completed:
         """Once every task has finished: the last checkpoint, of their final snapshots."""
         checkpoint_id = self.next_id
         self.next_id += 1
         inline = {name: blob for t in self.task_ids for name, blob in self.finals[t].items()}
-        return Completed(checkpoint_id, (), inline, final=True)
+        return Completed(checkpoint_id, (), inline, final=True, finals=tuple(self.task_ids))
 
     @property
     def all_final(self) -> bool:

@@ -412,7 +412,7 @@ class Controller(LiveReconfigurer):
         self.tables.checkpoint_done(done.checkpoint_id, "completed", len(parts),
                                     sum(getattr(p, "size", 0) for p in parts))
         notify = FINAL_CHECKPOINT if done.final else done.checkpoint_id
-        self._send_all([CompleteCheckpoint(notify)])
+        self._send_all([CompleteCheckpoint(notify, done.finals)])
 
     def _checkpoint_failed(self, checkpoint_id: int, reason: str) -> None:
         assert self.checkpoints is not None

@@ -14,6 +14,7 @@ import cloudpickle
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.plan.reconfig import ReconfigSpec
 from rheostat.runtime.channels import InputEndpoint, OutputEndpoint
+from rheostat.runtime.messages import FINAL_CHECKPOINT
 from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
 from rheostat.runtime.task import Task, TaskMetrics, TaskRestore, TaskSnapshot
 
@@ -100,9 +101,13 @@ class TaskHost:
         for task in self.tasks:
             self._guarded(task, task.trigger_checkpoint, checkpoint_id)
 
-    def checkpoint_complete(self, checkpoint_id: int) -> None:
+    def checkpoint_complete(self, checkpoint_id: int, finals: tuple[str, ...] = ()) -> None:
+        """Checkpoint ``checkpoint_id`` is durable; the finished tasks in ``finals`` had
+        their final snapshot in it, so what that snapshot staged commits now too."""
         for task in self.tasks:
             self._guarded(task, task.checkpoint_complete, checkpoint_id)
+            if task.finished and task.task_id in finals:
+                self._guarded(task, task.checkpoint_complete, FINAL_CHECKPOINT)
 
     def drain_snapshots(self) -> list[TaskSnapshot]:
         out = [s for t in self.tasks for s in t.snapshots]

@@ -93,6 +93,8 @@ class WrappedSource(Source):
 @dataclass(frozen=True)
 class SinkContext:
     step_id: str
+    #: The task's index and its step's parallelism when the writer opened. Both change
+    #: with live rescales and an index can come back: never key a transaction on them.
     task_index: int
     parallelism: int
     #: Sends batches to the driver process (the collecting sink uses it). ``key`` names a
@@ -108,8 +110,11 @@ class SinkWriter(ABC):
     returns a small picklable description of it, stored in the checkpoint; ``commit``
     makes it visible once the checkpoint is complete. After a crash the restored writer
     gets ``recover`` with the transactions of the restored checkpoint: it commits them
-    again (commits are idempotent) and discards anything else it had staged. Writers that
-    keep the defaults write directly and are at-least-once across failures.
+    again (commits are idempotent) and discards what the old tasks it restored had staged
+    besides. A transaction must name itself (a per-writer id, not the task index) and be
+    committable by any writer of the step: transactions move between tasks when the job
+    is rescaled, moved or restored (docs/sinks.md, "The contract"). Writers that keep the
+    defaults write directly and are at-least-once across failures.
     """
 
     @abstractmethod
