@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from rheostat.api.checks import check_serialisable
@@ -107,6 +108,7 @@ def controller_for(
     http_tokens: Mapping[str, str] | None = None,
     reconfig_batch_groups: int = 512,
     ray_address: str | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Controller:
     """The controller that will run ``flow`` (see :func:`run` for the options)."""
     flow.validate()
@@ -151,7 +153,7 @@ def controller_for(
     job_tables = JobTables(tables, job=flow.name)
     return Controller(plan, backend_obj, config, callback, interval_s, restart,
                       restore_from, tolerable_checkpoint_failures, job_tables, http,
-                      reconfig_batch_groups)
+                      reconfig_batch_groups, clock or time.monotonic)
 
 
 def check_restorable(plan: PhysicalPlan, part_names: list[str], allow_dropped: bool) -> None:

@@ -60,6 +60,11 @@ class InlineBackend(Backend):
         )
         self._reports = False
 
+    def fail_task(self, task_id: str, error: BaseException) -> None:
+        """Report ``task_id`` as failed with ``error`` at the next poll, as if it had
+        raised (for tests: the controller restarts the job from its checkpoint)."""
+        self._pending.append(TaskFailed(task_id, error))
+
     def _reconfig_reported(self) -> None:
         self._reports = True  # return to the controller now: a stage waits for it
 

@@ -130,8 +130,13 @@ class Controller(LiveReconfigurer):
         tables: JobTables | None = None,
         http: HttpApiSettings | None = None,
         reconfig_batch_groups: int = 512,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.plan = plan
+        #: Seconds, for checkpoint intervals, timeouts and durations (a test's fake clock).
+        self.clock = clock
+        self._shut = False
+        self._started = self._last_progress = 0.0
         self.backend = backend
         self.config = config
         self.on_progress = on_progress
@@ -179,43 +184,57 @@ class Controller(LiveReconfigurer):
         self._cancel.set()
 
     def run(self) -> JobResult:
-        placement = self.placement
-        started = time.monotonic()
-        last_progress = started
-        self.tables.record_plan(self.plan, placement)
+        """Run the job to its end: ``begin``, ``step`` until it is final, ``finish``."""
+        self.begin()
         try:
-            self.backend.start(self.plan, placement, self.config, self.restore)
+            while self.step():
+                pass
+        except KeyboardInterrupt:
+            self._send_all(self.job.cancel())
+            self._shut_down()
+            raise
+        except BaseException:
+            self._shut_down()
+            raise
+        return self.finish()
+
+    def begin(self) -> None:
+        """Start the workers (and the HTTP API): the job runs; ``step`` drives it."""
+        self._started = self._last_progress = self.clock()
+        self.tables.record_plan(self.plan, self.placement)
+        try:
+            self.backend.start(self.plan, self.placement, self.config, self.restore)
         except BaseException:
             self.backend.close()
             raise
         try:
             self._start_api()
-            while not self.job.is_final:
-                self._handle(self.backend.events(timeout=0.05))
-                if self._cancel.is_set() and not self.job.is_final:
-                    self._send_all(self.job.cancel())
-                    break
-                if self.job.state == "running":
-                    self._maybe_reconfigure()
-                    self._maybe_trigger()
-                self._serve_api()
-                now = time.monotonic()
-                if self.on_progress and now - last_progress >= self.config.metrics_interval_s:
-                    last_progress = now
-                    self.on_progress(self.plan, self.job.metrics, now - started)
-        except KeyboardInterrupt:
-            self._send_all(self.job.cancel())
+        except BaseException:
+            self._shut_down()
             raise
-        finally:
-            try:
-                self._deliver(self.backend.stop())
-                self.tables.job_state(self.job.state, self.job.error)
-                self._refuse_rest(f"the job ended ({self.job.state}) before it ran")
-            finally:
-                self.backend.close()
-                if self.api is not None:
-                    self.api.close()
-        elapsed = time.monotonic() - started
+
+    def step(self, timeout: float = 0.05) -> bool:
+        """One turn of the control loop: the backend's events (waiting up to ``timeout``
+        for the first), cancellation, the next reconfiguration or checkpoint, the API,
+        progress. False once the job is final (or cancelled)."""
+        self._handle(self.backend.events(timeout=timeout))
+        if self._cancel.is_set() and not self.job.is_final:
+            self._send_all(self.job.cancel())
+            return False
+        if self.job.state == "running":
+            self._maybe_reconfigure()
+            self._maybe_trigger()
+        self._serve_api()
+        now = self.clock()
+        if self.on_progress and now - self._last_progress >= self.config.metrics_interval_s:
+            self._last_progress = now
+            self.on_progress(self.plan, self.job.metrics, now - self._started)
+        return not self.job.is_final
+
+    def finish(self) -> JobResult:
+        """Stop the workers and the API; the result (``JobFailed`` if the job failed)."""
+        self._shut_down()
+        elapsed = self.clock() - self._started
         if self.on_progress:
             self.on_progress(self.plan, self.job.metrics, elapsed)
         if self.job.state == "failed":
@@ -228,6 +247,20 @@ class Controller(LiveReconfigurer):
             list(self.checkpoints.completed) if self.checkpoints else [], self.job.restarts,
             self.tables, self.api.info if self.api is not None else None,
         )
+
+    def _shut_down(self) -> None:
+        """Stop the workers (their last sink data is delivered) and the API; once."""
+        if self._shut:
+            return
+        self._shut = True
+        try:
+            self._deliver(self.backend.stop())
+            self.tables.job_state(self.job.state, self.job.error)
+            self._refuse_rest(f"the job ended ({self.job.state}) before it ran")
+        finally:
+            self.backend.close()
+            if self.api is not None:
+                self.api.close()
 
     # --- the HTTP API -----------------------------------------------------------------
 
@@ -331,7 +364,7 @@ class Controller(LiveReconfigurer):
                 if f is not None and f.epoch == event.handoff.reconfig_id:
                     h = event.handoff
                     log.debug("reconfiguration %d: +%.0f ms %s hands %s to %s (%s bytes)",
-                              h.reconfig_id, (time.monotonic() - f.started) * 1000,
+                              h.reconfig_id, (self.clock() - f.started) * 1000,
                               h.from_task, h.step_id, h.to_task, len(h.state)
                               if isinstance(h.state, bytes) else "?")
                     self.backend.send(f.placement[h.to_task], InstallState(h))
@@ -340,10 +373,10 @@ class Controller(LiveReconfigurer):
             elif isinstance(event, PartDone):
                 if self.reconfigs.in_flight is not None:
                     log.debug("reconfiguration %d: +%.0f ms %s done", event.done.reconfig_id,
-                              (time.monotonic() - self.reconfigs.in_flight.started) * 1000,
+                              (self.clock() - self.reconfigs.in_flight.started) * 1000,
                               event.done.task_id)
                 f = self.reconfigs.part_done(event.done.reconfig_id, event.done.task_id,
-                                             time.monotonic())
+                                             self.clock())
                 if f is not None:
                     self._reconfigured(f)
             was = self.job.state
@@ -383,7 +416,7 @@ class Controller(LiveReconfigurer):
         assert self.job.state == "running"
         if self.checkpoints is None or self.reconfigs.in_flight is not None:
             return
-        now = time.monotonic()
+        now = self.clock()
         stale = self.checkpoints.timed_out(now)
         if stale is not None:
             self._checkpoint_failed(stale, "timed out")
@@ -460,6 +493,7 @@ class Controller(LiveReconfigurer):
                 "a task failed during it; the job restarted with the configuration of its "
                 f"last completed stage, in the tables ({command.reason})"))
         self.job.task_ids = list(self.plan.task_ids)
-        time.sleep(self.restart_policy.backoff_s)
+        if self.restart_policy.backoff_s > 0:
+            time.sleep(self.restart_policy.backoff_s)
         self.backend.start(self.plan, self.placement, self.config, restore)
         self.job.restarted()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,7 @@ class LiveReconfigurer:
     _next_worker: int
     _growing: Growing | None
     _task_chains: dict[str, tuple[str, str]]
+    clock: Callable[[], float]
 
     def _send_all(self, commands: list[Command]) -> None: ...  # provided by Controller
 
@@ -101,7 +102,7 @@ class LiveReconfigurer:
             self.tables.reconfig_requested(request.reconfig_id, text)
             self._finish_reconfig(request, "refused", reason=str(exc), error=exc)
             return
-        self._start_stage(request, parts, time.monotonic(), first=True)
+        self._start_stage(request, parts, self.clock(), first=True)
 
     def _start_stage(
         self, request: Request, parts: list[list[Any]], started: float, first: bool
@@ -169,7 +170,7 @@ class LiveReconfigurer:
                 self.checkpoints.task_ids + f.plan.task_ids))
         self._send_all([Reconfigure(f.spec, f.blob, f.placement)])
         if not f.expected:
-            done = self.reconfigs.part_done(f.epoch, "", time.monotonic())
+            done = self.reconfigs.part_done(f.epoch, "", self.clock())
             assert done is not None
             self._reconfigured(done)
 

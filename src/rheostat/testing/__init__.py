@@ -1,4 +1,5 @@
-"""Testing helpers users need as much as we do: an in-memory, replayable source.
+"""Testing helpers users need as much as we do: an in-memory replayable source, a fake
+clock, and a whole job stepped deterministically in one thread (:class:`SteppedJob`).
 
 >>> src = rows([{"k": "a"}, {"k": "b"}], batch_size=1)
 >>> reader = src.open(src.splits(1)[0])
@@ -6,6 +7,8 @@
 (1, 1, None)
 """
 
+from rheostat.testing.clock import FakeClock
 from rheostat.testing.source import rows
+from rheostat.testing.stepped import SteppedJob
 
-__all__ = ["rows"]
+__all__ = ["FakeClock", "SteppedJob", "rows"]
