@@ -58,3 +58,11 @@ def use_backend(request: pytest.FixtureRequest) -> Any:
         return name
 
     return use
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--rounds N``: rounds of tests/faults/test_soak.py (here, not in tests/faults: an
+    option must be added by a conftest pytest loads at startup, and a plain ``pytest``
+    loads only this one)."""
+    parser.addoption("--rounds", type=int, default=None,
+                     help="rounds of the reconfiguration soak (default: RHEOSTAT_SOAK_ROUNDS or 6)")
