@@ -100,6 +100,10 @@ class JobResult:
         return sum(m.rows_in for t, m in self.metrics.items() if t.rsplit("#", 1)[0] == chain_id)
 
 
+class InvariantViolated(AssertionError):
+    """The controller's state contradicts itself (a bug in rheostat)."""
+
+
 ProgressCallback = Callable[[PhysicalPlan, dict[str, TaskMetrics], float], None]
 
 
@@ -261,6 +265,42 @@ class Controller(LiveReconfigurer):
             self.backend.close()
             if self.api is not None:
                 self.api.close()
+
+    def validate(self) -> None:
+        """Check the controller's invariants between turns; raises ``InvariantViolated``
+        naming each broken one. Tests call it after every step (``SteppedJob`` does)."""
+        broken = []
+        f = self.reconfigs.in_flight
+        applying = f is not None and f.phase == "apply"
+        c = self.checkpoints
+        if c is not None and c.in_flight is not None and applying:
+            broken.append(f"checkpoint {c.in_flight.checkpoint_id} and reconfiguration stage "
+                          f"{f.epoch} are in flight together")
+        live = f.plan.task_ids if applying and f is not None else self.plan.task_ids
+        if not self.job.is_final and self.job.state != "restarting" \
+                and list(self.job.task_ids) != list(live):
+            broken.append(f"the job tracks tasks {self.job.task_ids}, the plan has {live}")
+        if set(self.placement) != set(self.plan.task_ids):
+            broken.append(f"placement covers {sorted(self.placement)}, the plan has "
+                          f"{sorted(self.plan.task_ids)}")
+        hosts = set(self.placement.values()) | set(self._retired_on.values())
+        if not hosts <= set(self.worker_ids) and self._growing is None:
+            broken.append(f"tasks are placed on workers {sorted(hosts)}, the job has "
+                          f"{self.worker_ids}")
+        if back := sorted(set(self._retired) & set(self.plan.task_ids)):
+            broken.append(f"retired task(s) {back} are in the plan again before their final "
+                          "state was committed")
+        if c is not None:
+            extra = set(c.task_ids) - set(self.plan.task_ids) - set(self._retired)
+            if applying and f is not None:
+                extra -= set(f.plan.task_ids) | set(f.removed)
+            if extra:
+                broken.append(f"checkpoints wait for task(s) {sorted(extra)} that neither "
+                              "run nor are retired")
+            if missing := sorted(set(live) - set(c.task_ids)):
+                broken.append(f"checkpoints do not wait for running task(s) {missing}")
+        if broken:
+            raise InvariantViolated("; ".join(broken))
 
     # --- the HTTP API -----------------------------------------------------------------
 

@@ -39,9 +39,10 @@ class SteppedJob:
     """``flow`` started at ``parallelism``; nothing moves until :meth:`step` is called.
 
     ``checkpoint_interval`` (seconds of fake time) and ``checkpoint_dir`` turn on
-    checkpoints; each turn advances the clock by ``tick`` seconds. ``restart_attempts``:
-    how often a failed job restarts from its latest checkpoint. Other options go to
-    ``rs.run``'s (``max_parallelism``, ``reconfig_batch_groups``...).
+    checkpoints; each turn advances the clock by ``tick`` seconds, then checks the
+    controller's invariants (``Controller.validate``; ``validate=False`` skips it).
+    ``restart_attempts``: how often a failed job restarts from its latest checkpoint.
+    Other options go to ``rs.run``'s (``max_parallelism``, ``reconfig_batch_groups``...).
     """
 
     def __init__(
@@ -54,9 +55,11 @@ class SteppedJob:
         tick: float = 0.001,
         restart_attempts: int = 3,
         max_turns: int = 200_000,
+        validate: bool = True,
         **options: Any,
     ) -> None:
         self.clock = FakeClock()
+        self.validate = validate
         self.tick = tick
         self.max_turns = max_turns
         self.backend = InlineBackend(rounds_per_poll=1)
@@ -82,6 +85,8 @@ class SteppedJob:
             self.clock.advance(self.tick)
             self.turns += 1
             self.controller.step(timeout=0)
+            if self.validate:
+                self.controller.validate()
 
     def run_until(self, condition: Callable[[], bool], what: str = "the condition") -> None:
         """Step until ``condition()`` holds; raises if the job ends or ``max_turns`` pass."""
