@@ -10,19 +10,36 @@ from __future__ import annotations
 import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
-import pyarrow as pa
 
 from rheostat.plan.physical import PhysicalPlan
-from rheostat.plan.reconfig import ReconfigSpec
+from rheostat.protocol import (  # noqa: F401 - the seam's names, re-exported
+    CheckpointAck,
+    CheckpointFailed,
+    CheckUpdate,
+    Command,
+    CompleteCheckpoint,
+    Event,
+    FinalCommitted,
+    InstallState,
+    MetricsReport,
+    PartDone,
+    Reconfigure,
+    SinkData,
+    StateHandedOver,
+    StopWorker,
+    TaskFailed,
+    TaskFinished,
+    TriggerCheckpoint,
+    WorkerDied,
+    WorkerStopped,
+)
 from rheostat.runtime.channels import InputEndpoint, OutputEndpoint
 from rheostat.runtime.host import TaskHost
 from rheostat.runtime.messages import FINAL_CHECKPOINT
-from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
-from rheostat.runtime.task import TaskMetrics
 
 
 @dataclass(frozen=True)
@@ -52,138 +69,6 @@ class RestoreFrom:
     #: The parallelism of each chain when the checkpoint was taken.
     parallelism: dict[str, int]
 
-
-# --- events: worker -> controller ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskFinished:
-    task_id: str
-
-
-@dataclass(frozen=True)
-class TaskFailed:
-    task_id: str
-    error: BaseException
-
-
-@dataclass(frozen=True)
-class WorkerDied:
-    worker: int
-    exitcode: int | None
-
-
-@dataclass(frozen=True)
-class MetricsReport:
-    worker: int
-    tasks: dict[str, TaskMetrics] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SinkData:
-    step_id: str
-    batch: pa.RecordBatch
-    #: A committed transaction's key: the driver delivers each key once. None: always.
-    key: Any = None
-
-
-@dataclass(frozen=True)
-class CheckpointAck:
-    """A task's part of a checkpoint: parts it wrote to the store, or small ones inline."""
-
-    task_id: str
-    checkpoint_id: int
-    parts: tuple[Any, ...] = ()  # PartInfo of parts already in the store
-    inline: dict[str, bytes] = field(default_factory=dict)  # parts for the controller to write
-
-
-@dataclass(frozen=True)
-class FinalCommitted:
-    """A worker's sinks have committed the job's final checkpoint."""
-
-    worker: int
-
-
-@dataclass(frozen=True)
-class CheckpointFailed:
-    task_id: str
-    checkpoint_id: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class StateHandedOver:
-    """A task handed over key groups' state; the controller delivers it (InstallState)."""
-
-    handoff: StateHandoff
-
-
-@dataclass(frozen=True)
-class PartDone:
-    """A task finished its part in a reconfiguration (or checked a function update)."""
-
-    done: TaskReconfigured | UpdateChecked
-
-
-Event = (
-    TaskFinished | TaskFailed | WorkerDied | MetricsReport | SinkData | CheckpointAck
-    | CheckpointFailed | FinalCommitted | StateHandedOver | PartDone
-)
-
-
-# --- commands: controller -> worker -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StopWorker:
-    """Stop hosting tasks and exit."""
-
-
-@dataclass(frozen=True)
-class TriggerCheckpoint:
-    """Source tasks: snapshot and inject the barrier of ``checkpoint_id``."""
-
-    checkpoint_id: int
-
-
-@dataclass(frozen=True)
-class CompleteCheckpoint:
-    """Every task: ``checkpoint_id`` is durable (sinks commit). The finished tasks in
-    ``finals`` had their final snapshot in it: they commit what it staged."""
-
-    checkpoint_id: int
-    finals: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Reconfigure:
-    """Every worker: carry out a reconfiguration; the plan after it travels pickled."""
-
-    spec: ReconfigSpec
-    plan: bytes  # cloudpickle of the new PhysicalPlan
-    placement: dict[str, int]
-
-
-@dataclass(frozen=True)
-class InstallState:
-    """The worker of ``handoff.to_task``: install the state handed over."""
-
-    handoff: StateHandoff
-
-
-@dataclass(frozen=True)
-class CheckUpdate:
-    """Every worker: check the function updates in ``plan`` against the tasks' state."""
-
-    reconfig_id: int
-    plan: bytes  # cloudpickle of the PhysicalPlan after the reconfiguration
-    steps: tuple[str, ...]
-
-
-Command = (
-    StopWorker | TriggerCheckpoint | CompleteCheckpoint | Reconfigure | InstallState
-    | CheckUpdate
-)
 
 #: Makes the endpoints of some new channels on one worker: (plan, placement, channel ids)
 #: -> (inputs, outputs), keyed by channel id.

@@ -1,17 +1,16 @@
 """A worker's loop, the same on every backend that runs workers apart from the controller.
 
 The loop hosts the worker's tasks, talks to peer workers over links and reports to the
-controller with small tuples (its events, which :func:`decode_event` turns into the
-seam's events): ``("finished", task)``, ``("failed", task, error, traceback)``,
-``("metrics", {...})``, ``("sink", step, ipc, key)``, ``("ack", task, checkpoint, parts,
-inline)``, ``("ack_failed", task, checkpoint, reason)``, ``("handoff", ...)``,
-``("reconfigured", ...)``, ``("checked", ...)``, ``("committed", worker)``, ``("bye",)``.
-How the tuples and the controller's commands travel (a pipe, Ray actor calls) is the
-backend's business.
+controller with the protocol's events (:mod:`rheostat.protocol`), the same dataclasses
+the inline backend hands over directly: state handed over travels encoded like
+checkpoint state, a failure as an error that carries the worker's traceback, and a
+worker's last event is ``WorkerStopped``. How events and the controller's commands travel
+(a pipe, Ray actor calls) is the backend's business.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import threading
 import time
@@ -24,7 +23,10 @@ from typing import Any
 import cloudpickle
 import pyarrow as pa
 
-from rheostat.backends.base import (
+from rheostat.backends.base import carry_out
+from rheostat.backends.links import Link, RemoteInput, RemoteOutput
+from rheostat.plan.physical import Channel, PhysicalPlan
+from rheostat.protocol import (
     CheckpointAck,
     CheckpointFailed,
     Event,
@@ -36,14 +38,11 @@ from rheostat.backends.base import (
     StopWorker,
     TaskFailed,
     TaskFinished,
-    carry_out,
+    WorkerStopped,
 )
-from rheostat.backends.links import Link, RemoteInput, RemoteOutput, decode_batch, encode_batch
-from rheostat.plan.physical import Channel, PhysicalPlan
 from rheostat.runtime.channels import InputEndpoint, LocalChannel, OutputEndpoint
 from rheostat.runtime.host import TaskCrashed, TaskHost
 from rheostat.runtime.messages import FINAL_CHECKPOINT
-from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
 from rheostat.runtime.snapshots import (
     build_restores,
     dumps_state,
@@ -51,8 +50,8 @@ from rheostat.runtime.snapshots import (
     write_snapshot,
 )
 
-#: Sends one event tuple to the controller.
-Emit = Callable[[tuple[Any, ...]], None]
+#: Sends one event to the controller.
+Emit = Callable[[Event], None]
 
 
 class WorkerError(RuntimeError):
@@ -118,7 +117,7 @@ class WorkerLoop:
             report_failure(emit, f"worker {worker}", exc)
 
     def _to_driver(self, step_id: str, batch: pa.RecordBatch, key: Any = None) -> None:
-        self.emit(("sink", step_id, encode_batch(batch).to_pybytes(), key))
+        self.emit(SinkData(step_id, batch, key))
 
     def run(self) -> None:
         host = self.host
@@ -143,10 +142,10 @@ class WorkerLoop:
             finished = host.newly_finished()
             now = time.monotonic()
             if finished or now - last_metrics >= self.metrics_interval:
-                self.emit(("metrics", host.metrics()))  # final figures first
+                self.emit(MetricsReport(self.worker, host.metrics()))  # final figures first
                 last_metrics = now
             for task_id in finished:
-                self.emit(("finished", task_id))
+                self.emit(TaskFinished(task_id))
             if moved:
                 idle_wait = 0.0005
             else:
@@ -154,8 +153,8 @@ class WorkerLoop:
                 self.wake.clear()
                 idle_wait = min(idle_wait * 2, 0.05)
         if host is not None:
-            self.emit(("metrics", host.metrics()))
-        self.emit(("bye",))
+            self.emit(MetricsReport(self.worker, host.metrics()))
+        self.emit(WorkerStopped(self.worker))
 
     def _between_tasks(self) -> None:
         """Commands that came in while the round runs wait for one task's step, not for
@@ -173,7 +172,7 @@ class WorkerLoop:
                 continue
             try:
                 if carry_out(self.host, command, self.worker, self._new_endpoints):
-                    self.emit(("committed", self.worker))
+                    self.emit(FinalCommitted(self.worker))
                 self._ship_reconfiguration()  # a hand-over done at once is sent at once
             except TaskCrashed as crash:
                 report_failure(self.emit, crash.task_id, crash.error)
@@ -191,13 +190,9 @@ class WorkerLoop:
         assert self.host is not None
         handoffs, done = self.host.drain_reconfiguration()
         for h in handoffs:
-            self.emit(("handoff", h.reconfig_id, h.step_id, h.from_task, h.to_task,
-                       dumps_state(h.state)))
+            self.emit(StateHandedOver(dataclasses.replace(h, state=dumps_state(h.state))))
         for d in done:
-            if isinstance(d, UpdateChecked):
-                self.emit(("checked", d.reconfig_id, d.task_id, d.refusal))
-            else:
-                self.emit(("reconfigured", d.reconfig_id, d.task_id))
+            self.emit(PartDone(d))
 
     def _ship_snapshots(self) -> None:
         """Serialise and upload new snapshots in the background; ack each when written.
@@ -209,7 +204,7 @@ class WorkerLoop:
         for snap in self.host.drain_snapshots():
             if snap.checkpoint_id == FINAL_CHECKPOINT:
                 blobs = encode_snapshot(snap)
-                self.emit(("ack", snap.task_id, snap.checkpoint_id, (), blobs))
+                self.emit(CheckpointAck(snap.task_id, snap.checkpoint_id, (), blobs))
             else:
                 future = self.pool.submit(write_snapshot, self.store, snap)
                 self.uploads.append((future, snap.task_id, snap.checkpoint_id))
@@ -219,9 +214,9 @@ class WorkerLoop:
                 still.append((future, task_id, checkpoint_id))
             elif future.exception() is not None:
                 reason = f"{type(future.exception()).__name__}: {future.exception()}"
-                self.emit(("ack_failed", task_id, checkpoint_id, reason))
+                self.emit(CheckpointFailed(task_id, checkpoint_id, reason))
             else:
-                self.emit(("ack", task_id, checkpoint_id, future.result(), {}))
+                self.emit(CheckpointAck(task_id, checkpoint_id, tuple(future.result())))
         self.uploads = still
 
 
@@ -246,39 +241,15 @@ def endpoints(
 
 
 def report_failure(emit: Emit, where: str, error: BaseException) -> None:
+    """``TaskFailed`` for ``where`` (a task, or "worker N"), with an error the controller
+    can unpickle that carries this worker's traceback."""
     tb = "".join(traceback.format_exception(error))
-    try:
-        blob = pickle.dumps(error)
-        pickle.loads(blob)
-    except Exception:
-        blob = pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
-    emit(("failed", where, blob, tb))
-
-
-def decode_event(worker: int, msg: tuple[Any, ...]) -> Event | None:
-    """The seam's event for one of worker ``worker``'s tuples (None for ``"bye"``)."""
-    kind = msg[0]
-    if kind == "sink":
-        return SinkData(msg[1], decode_batch(msg[2]), msg[3])
-    if kind == "ack":
-        return CheckpointAck(msg[1], msg[2], tuple(msg[3]), msg[4])
-    if kind == "ack_failed":
-        return CheckpointFailed(msg[1], msg[2], msg[3])
-    if kind == "committed":
-        return FinalCommitted(msg[1])
-    if kind == "metrics":
-        return MetricsReport(worker, msg[1])
-    if kind == "finished":
-        return TaskFinished(msg[1])
-    if kind == "handoff":
-        return StateHandedOver(StateHandoff(*msg[1:]))
-    if kind == "reconfigured":
-        return PartDone(TaskReconfigured(msg[1], msg[2]))
-    if kind == "checked":
-        return PartDone(UpdateChecked(msg[1], msg[2], msg[3]))
-    if kind == "failed":
-        error = pickle.loads(msg[2])
-        if not hasattr(error, "traceback_text"):
-            error = WorkerError(f"{error}\n--- worker traceback ---\n{msg[3]}")
-        return TaskFailed(msg[1], error)
-    return None  # "bye"
+    if hasattr(error, "traceback_text"):  # the user's traceback is in it already
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:
+            error = WorkerError(f"{type(error).__name__}: {error}\n--- worker traceback "
+                                f"---\n{tb}")
+    else:
+        error = WorkerError(f"{error}\n--- worker traceback ---\n{tb}")
+    emit(TaskFailed(where, error))

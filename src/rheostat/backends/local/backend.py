@@ -26,8 +26,9 @@ from rheostat.backends.base import (
     RunConfig,
     StopWorker,
     WorkerDied,
+    WorkerStopped,
 )
-from rheostat.backends.hosting import boot_blob, decode_event
+from rheostat.backends.hosting import boot_blob
 from rheostat.plan.physical import PhysicalPlan
 
 
@@ -101,8 +102,8 @@ class LocalBackend(Backend):
         events: list[Event] = []
         try:
             while conn.poll():
-                event = decode_event(w, conn.recv())
-                if event is not None:
+                event = conn.recv()
+                if not isinstance(event, WorkerStopped):
                     events.append(event)
         except (EOFError, OSError):
             self._gone.add(w)

@@ -1,9 +1,9 @@
 """The worker process of the local backend.
 
-It runs :class:`~rheostat.backends.hosting.WorkerLoop`; its events are pickled tuples on
-the control pipe to the controller, which sends the commands of ``backends.base`` the
-same way. A worker whose control pipe closes (the controller died) exits at once, so no
-process outlives its job.
+It runs :class:`~rheostat.backends.hosting.WorkerLoop`; its events (the protocol's
+dataclasses, :mod:`rheostat.protocol`) are pickled on the control pipe to the
+controller, which sends its commands the same way. A worker whose control pipe closes
+(the controller died) exits at once, so no process outlives its job.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ def main(argv: list[str]) -> None:
     worker, control_fd = int(argv[0]), int(argv[1])
     peers = {int(p): Connection(int(fd)) for p, fd in (a.split("=") for a in argv[2:])}
     control = Connection(control_fd)
-    boot = pickle.loads(control.recv_bytes())
+    try:
+        boot = pickle.loads(control.recv_bytes())
+    except (EOFError, OSError):
+        os._exit(1)  # the controller died before the job arrived
     sys.path[:] = boot["sys_path"]
     wake = threading.Event()
     commands: deque[Any] = deque()

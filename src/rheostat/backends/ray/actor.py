@@ -25,6 +25,7 @@ import ray
 
 from rheostat.backends.hosting import WorkerLoop
 from rheostat.backends.links import Link
+from rheostat.protocol import Event
 
 #: Calls on one wire that may be in flight before the sender waits for the oldest. Few:
 #: frames sent meanwhile (credit returns, watermarks) then share the next call, and
@@ -133,7 +134,7 @@ class WorkerActor:
         self.commands: deque[Any] = deque()
         self.command_order = InOrder()
         self.wake = threading.Event()
-        self.outbox: deque[tuple[Any, ...]] = deque()
+        self.outbox: deque[Event] = deque()
         self.has_events = threading.Condition()
         self.wires: dict[int, RayWire] = {}
         self.connected = threading.Event()  # peers may send before our connect ran
@@ -169,7 +170,7 @@ class WorkerActor:
         self.wake.set()
 
     @ray.method(concurrency_group="events")
-    def events(self, timeout: float) -> list[tuple[Any, ...]]:
+    def events(self, timeout: float) -> list[Event]:
         """The events since the last call; waits up to ``timeout`` s for the first."""
         with self.has_events:
             if not self.outbox:
@@ -178,7 +179,7 @@ class WorkerActor:
             self.outbox.clear()
         return out
 
-    def _emit(self, event: tuple[Any, ...]) -> None:
+    def _emit(self, event: Event) -> None:
         with self.has_events:
             self.outbox.append(event)
             self.has_events.notify()

@@ -39,8 +39,9 @@ from rheostat.backends.base import (
     RunConfig,
     StopWorker,
     WorkerDied,
+    WorkerStopped,
 )
-from rheostat.backends.hosting import boot_blob, decode_event
+from rheostat.backends.hosting import boot_blob
 from rheostat.backends.ray.actor import WorkerActor, kill_quietly
 from rheostat.plan.physical import PhysicalPlan
 
@@ -237,11 +238,11 @@ class RayBackend(Backend):
             return [WorkerDied(w, None)]
         events = []
         said_bye = False
-        for message in messages:
-            event = decode_event(w, message)
-            if event is not None:
+        for event in messages:
+            if isinstance(event, WorkerStopped):
+                said_bye = True
+            else:
                 events.append(event)
-            said_bye = said_bye or message[0] == "bye"
         if not said_bye:
             self._polls[w] = self._actors[w].events.remote(_POLL_S)
         else:
