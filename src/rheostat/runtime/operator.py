@@ -17,7 +17,7 @@ operator runs in the deterministic single-process mode, in local worker processe
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -94,32 +94,75 @@ class Operator:
     def close(self) -> None:
         """Release resources; called once, after ``on_end`` or on failure."""
 
-    # --- checkpoints: operators with state define snapshot_state / restore_state ------
+    # --- state: an operator without any keeps these defaults --------------------------
+    # Operators with state say so by their base class: KeyedStateOperator (state split by
+    # key group, which moves between tasks) or TransactionalOperator (a sink's open
+    # transaction, which moves with its task).
 
     def checkpoint(self, checkpoint_id: int) -> Any:
         """This operator's state at a barrier (picklable; None when it has none)."""
-        snapshot = getattr(self, "snapshot_state", None)
-        return snapshot() if snapshot is not None else None
+        return None
 
     def restore(self, parts: list[Any]) -> None:
         """Take back state from ``checkpoint`` results (several when tasks were merged)."""
-        restore_state = getattr(self, "restore_state", None)
-        if restore_state is None:
-            raise ValueError(f"step {self.step.step_id!r} has no state to restore")
-        for part in parts:
-            restore_state(part)
+        raise ValueError(f"step {self.step.step_id!r} has no state to restore")
 
     def adopt(self, old: Operator) -> None:
         """Take over the state of ``old``, this step's operator until a function update."""
-        if hasattr(old, "snapshot_state"):
-            self.restore([old.checkpoint(0)])
+
+    def check_update(self, new: Operator) -> None:
+        """Raise if ``new`` (the step's operator after a function update, opened but
+        holding nothing) could not take over this operator's state. Nothing changes here."""
+
+    def checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is durable everywhere (sinks commit here)."""
+
+
+class KeyedStateOperator(Operator):
+    """An operator whose state is split by key group: snapshotted, restored, handed to
+    another task and dropped one key group at a time (windows, joins, keyed process)."""
+
+    def snapshot_state(self, key_groups: Iterable[int] | None = None) -> Any:
+        """The state of ``key_groups`` (all when None), immutable, keyed by key group."""
+        raise NotImplementedError
+
+    def restore_state(self, part: Any) -> None:
+        """Add state taken by :meth:`snapshot_state` (key groups this task does not hold)."""
+        raise NotImplementedError
+
+    def drop_state(self, key_groups: Iterable[int]) -> None:
+        """Forget ``key_groups`` (after they moved to another task)."""
+        raise NotImplementedError
+
+    def checkpoint(self, checkpoint_id: int) -> Any:
+        return self.snapshot_state()
+
+    def restore(self, parts: list[Any]) -> None:
+        for part in parts:
+            self.restore_state(part)
+
+    def adopt(self, old: Operator) -> None:
+        self.restore([old.checkpoint(0)])
+
+    def check_update(self, new: Operator) -> None:
+        new.restore([self.checkpoint(0)])
 
     def take_over(self, state: Any) -> None:
         """Add state of key groups another task handed over while the job runs."""
         self.restore([state])
 
-    def checkpoint_complete(self, checkpoint_id: int) -> None:
-        """Checkpoint ``checkpoint_id`` is durable everywhere (sinks commit here)."""
+
+class TransactionalOperator(Operator):
+    """An operator holding open transactions (a two-phase sink): when its task moves to
+    another worker they go along to the task's new instance."""
+
+    def hand_over(self, reconfig_id: int) -> Any:
+        """This instance stops: what the new instance needs to go on (``take_over``)."""
+        raise NotImplementedError
+
+    def take_over(self, state: Any) -> None:
+        """Adopt what the task's old instance handed over."""
+        raise NotImplementedError
 
 
 def keep_key_groups(state: Any, owned: set[int]) -> Any:

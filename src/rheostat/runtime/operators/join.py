@@ -57,7 +57,11 @@ import pyarrow as pa
 
 from rheostat.plan.logical import EVENT_TIME, JoinStep, Sliding, Tumbling
 from rheostat.runtime.messages import MAX_WATERMARK, MIN_WATERMARK
-from rheostat.runtime.operator import Operator, OperatorContext, register
+from rheostat.runtime.operator import (
+    KeyedStateOperator,
+    OperatorContext,
+    register,
+)
 from rheostat.runtime.rowbuffer import DUE, RowBuffer, split_parts
 from rheostat.runtime.window_assign import sliding_windows
 
@@ -91,7 +95,7 @@ def match_keys(
 
 
 @register("join")
-class Join(Operator):
+class Join(KeyedStateOperator):
     """Constructing ``Join(step)`` gives a :class:`WindowJoin` or an :class:`IntervalJoin`."""
 
     step: JoinStep

@@ -58,7 +58,12 @@ import pyarrow as pa
 from rheostat.plan.logical import EVENT_TIME, KeyedProcessStep
 from rheostat.runtime.keys import key_groups
 from rheostat.runtime.messages import MAX_WATERMARK, MIN_WATERMARK
-from rheostat.runtime.operator import Operator, OperatorContext, register
+from rheostat.runtime.operator import (
+    KeyedStateOperator,
+    Operator,
+    OperatorContext,
+    register,
+)
 from rheostat.runtime.timers import TimerQueue
 
 _ROW = "__rheostat_row"
@@ -149,7 +154,7 @@ class _Output:
 
 
 @register("keyed_process")
-class KeyedProcessOperator(Operator):
+class KeyedProcessOperator(KeyedStateOperator):
     """Runs a ``KeyedProcess`` once per key per batch, and its timers on watermarks."""
 
     step: KeyedProcessStep
@@ -294,6 +299,11 @@ class KeyedProcessOperator(Operator):
         for values in self._state.values():
             for key, value in values.items():
                 check(key, value)
+
+    def check_update(self, new: Operator) -> None:
+        """The new version's ``check_state`` reads the live state; nothing is copied."""
+        assert isinstance(new, KeyedProcessOperator)
+        self.check_state(new.fn)
 
     def adopt(self, old: Operator) -> None:
         """Take over the state of ``old`` (this step's operator before a function update)

@@ -22,7 +22,7 @@ from rheostat.plan.logical import ERRORS, EVENT_TIME, MapStep, SinkStep, Timesta
 from rheostat.runtime.errors import UserFunctionError, describe_batch, describe_record
 from rheostat.runtime.io import SinkContext, SinkWriter
 from rheostat.runtime.messages import FINAL_CHECKPOINT
-from rheostat.runtime.operator import Operator, OperatorContext, register
+from rheostat.runtime.operator import Operator, OperatorContext, TransactionalOperator, register
 from rheostat.runtime.timestamps import drop_event_time, with_event_time
 
 ERROR_SCHEMA = pa.schema([("step", pa.string()), ("error", pa.string()), ("record", pa.string())])
@@ -198,7 +198,7 @@ class TimestampOperator(Operator):
 
 
 @register("sink")
-class SinkOperator(Operator):
+class SinkOperator(TransactionalOperator):
     """Writes to a sink; with checkpoints, in two phases.
 
     At a barrier the writer's open transaction is prepared and kept, with every earlier

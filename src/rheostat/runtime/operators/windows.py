@@ -43,7 +43,11 @@ import pyarrow.compute as pc
 from rheostat.plan.logical import EVENT_TIME, LATE, Session, Sliding, Tumbling, WindowAggregateStep
 from rheostat.runtime.aggregates import AggPlan
 from rheostat.runtime.messages import MAX_WATERMARK, MIN_WATERMARK
-from rheostat.runtime.operator import Operator, OperatorContext, register
+from rheostat.runtime.operator import (
+    KeyedStateOperator,
+    OperatorContext,
+    register,
+)
 from rheostat.runtime.window_state import PaneStore, SessionStore
 
 _RESERVED = {"_kg", "_pane", "_ws", "_we", "_new", "_old", "_sid", "_msid", EVENT_TIME}
@@ -57,7 +61,7 @@ def _watermark_of(table: pa.Table) -> int | None:
 
 
 @register("window_aggregate")
-class WindowAggregate(Operator):
+class WindowAggregate(KeyedStateOperator):
     """Runs a :class:`~rheostat.plan.logical.WindowAggregateStep` (see the module docstring)."""
 
     step: WindowAggregateStep
