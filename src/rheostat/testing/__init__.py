@@ -1,5 +1,6 @@
-"""Testing helpers users need as much as we do: an in-memory replayable source, a fake
-clock, and a whole job stepped deterministically in one thread (:class:`SteppedJob`).
+"""Testing helpers users need as much as we do: in-memory replayable sources (``rows``,
+and ``script`` with sentinels: END, ABORT, Pause, Mark), a fake clock, and a whole job
+stepped deterministically in one thread (:class:`SteppedJob`).
 
 >>> src = rows([{"k": "a"}, {"k": "b"}], batch_size=1)
 >>> reader = src.open(src.splits(1)[0])
@@ -8,7 +9,9 @@ clock, and a whole job stepped deterministically in one thread (:class:`SteppedJ
 """
 
 from rheostat.testing.clock import FakeClock
+from rheostat.testing.script import ABORT, END, InjectedFault, Mark, Pause, script
 from rheostat.testing.source import rows
 from rheostat.testing.stepped import SteppedJob
 
-__all__ = ["FakeClock", "SteppedJob", "rows"]
+__all__ = ["ABORT", "END", "FakeClock", "InjectedFault", "Mark", "Pause", "SteppedJob",
+           "rows", "script"]
