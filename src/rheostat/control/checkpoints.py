@@ -75,6 +75,11 @@ class CheckpointCoordinator:
         self.in_flight.inline.update(self.finals)
         return checkpoint_id
 
+    def track(self, task_ids: list[str]) -> None:
+        """Tasks a reconfiguration added: checkpoints wait for them too (retired tasks
+        stay until ``forget``, their final state riding in checkpoints)."""
+        self.task_ids = list(dict.fromkeys(self.task_ids + list(task_ids)))
+
     def forget(self, task_id: str) -> None:
         """A retired task's final state is committed: later checkpoints leave it out."""
         self.task_ids = [t for t in self.task_ids if t != task_id]

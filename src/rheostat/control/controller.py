@@ -532,7 +532,7 @@ class Controller(LiveReconfigurer):
             self._finish_reconfig(abandoned.request, "failed", reason=(
                 "a task failed during it; the job restarted with the configuration of its "
                 f"last completed stage, in the tables ({command.reason})"))
-        self.job.task_ids = list(self.plan.task_ids)
+        self.job.track(self.plan.task_ids)
         if self.restart_policy.backoff_s > 0:
             time.sleep(self.restart_policy.backoff_s)
         self.backend.start(self.plan, self.placement, self.config, restore)

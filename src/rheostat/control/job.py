@@ -121,6 +121,16 @@ class JobStateMachine:
         self.committed_workers.clear()
         self.error = self.failed_task = None
 
+    def track(self, task_ids: list[str], workers: int | None = None) -> None:
+        """The job runs these tasks now (a reconfiguration changed them), on ``workers``."""
+        self.task_ids = list(task_ids)
+        if workers is not None:
+            self.workers = workers
+
+    def forget(self, task_id: str) -> None:
+        """A retired task is gone for good: it no longer counts as finished."""
+        self.finished_tasks.discard(task_id)
+
     def fail(self, error: BaseException) -> list[JobCommand]:
         """Fail the job for a reason of the controller's own (not a task's)."""
         if self.is_final:

@@ -10,7 +10,7 @@ the I/O itself.
 >>> req = c.next_request()
 >>> req.reconfig_id, c.next_request() is None
 (1, True)
->>> c.started(req, plan=None, placement={}, expected={"a#0"}, removed=(), now=0.0)
+>>> stage = c.started(req, plan=None, placement={}, expected={"a#0"}, removed=(), now=0.0)
 >>> c.part_done(1, "a#0", now=0.5).duration_s
 0.5
 """
@@ -52,6 +52,7 @@ class InFlight:
     remaining: list[Any] = field(default_factory=list)  # stages still to run after this
     moved: int = 0  # key groups this stage moves
     epoch: int = 0  # the id the stage's markers and reports carry
+    refusal: str | None = None  # why a task refused its function update
 
 
 class ReconfigCoordinator:
@@ -91,17 +92,44 @@ class ReconfigCoordinator:
 
     def started(
         self, request: Request, plan: Any, placement: dict[str, int], expected: set[str],
-        removed: tuple[str, ...], now: float, epoch: int | None = None,
-    ) -> None:
+        removed: tuple[str, ...], now: float, epoch: int | None = None, *,
+        spec: Any = None, blob: bytes = b"", remaining: Sequence[Any] = (),
+        checkers: set[str] | None = None,
+    ) -> InFlight:
         """One stage of ``request`` runs; its markers and reports carry ``epoch`` (by
-        default the request's id)."""
-        self.in_flight = InFlight(request, plan, placement, set(expected), removed, now,
-                                  epoch=request.reconfig_id if epoch is None else epoch)
+        default the request's id). ``remaining``: the stages after it. With
+        ``checkers`` the stage first waits for those tasks to check a function update
+        (phase "check", see :meth:`checked`), then for ``expected`` to apply it."""
+        f = InFlight(request, plan, placement, set(expected), removed, now,
+                     epoch=request.reconfig_id if epoch is None else epoch, spec=spec,
+                     blob=blob, remaining=list(remaining))
+        f.moved = 0 if spec is None else sum(len(m) for m in spec.moves.values())
+        if checkers:
+            f.phase, f.apply_expected, f.expected = "check", f.expected, set(checkers)
+        self.in_flight = f
+        return f
+
+    def checked(self, epoch: int, task_id: str, refusal: str | None) -> InFlight | None:
+        """A task checked the function update of stage ``epoch``. A refusal abandons the
+        stage (nothing switched; the stage comes back with ``refusal`` set); once every
+        checker passed, the stage turns to phase "apply" and comes back. None otherwise."""
+        f = self.in_flight
+        if f is None or f.phase != "check" or f.epoch != epoch:
+            return None
+        if refusal is not None:
+            self.in_flight = None
+            f.refusal = refusal
+            return f
+        f.done.add(task_id)
+        if not f.expected <= f.done:
+            return None
+        f.phase, f.expected, f.done = "apply", f.apply_expected, set()
+        return f
 
     def part_done(self, epoch: int, task_id: str, now: float) -> InFlight | None:
         """Record a task's part in stage ``epoch``; the stage once every part is in."""
         f = self.in_flight
-        if f is None or f.epoch != epoch:
+        if f is None or f.epoch != epoch or f.phase != "apply":
             return None
         f.done.add(task_id)
         if not f.expected <= f.done:

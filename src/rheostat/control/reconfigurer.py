@@ -140,19 +140,15 @@ class LiveReconfigurer:
             log.info("reconfiguration %d: %s (%d stages)", request.reconfig_id, text,
                      len(parts))
             self.tables.reconfig_started(request.reconfig_id, len(parts))
-        self.reconfigs.started(request, r.plan, r.placement, expected, spec.removed, started,
-                               epoch=spec.reconfig_id)
-        f = self.reconfigs.in_flight
-        assert f is not None
-        f.spec, f.blob, f.remaining = spec, blob, parts[1:]
-        f.moved = sum(len(m) for m in spec.moves.values())
         checked = tuple(op.step for op in request.ops if isinstance(op, UpdateFunction)
                         and r.plan.steps[op.step].kind in STATEFUL_KINDS)
         checkers = {t for t in self.plan.task_ids if t not in self.job.finished_tasks
                     and any(s in self.plan.chain_of(t.rsplit("#", 1)[0]).steps
                             for s in checked)}
+        f = self.reconfigs.started(request, r.plan, r.placement, expected, spec.removed,
+                                   started, epoch=spec.reconfig_id, spec=spec, blob=blob,
+                                   remaining=parts[1:], checkers=checkers)
         if checkers:  # first every task checks the new function against its state
-            f.phase, f.apply_expected, f.expected = "check", expected, checkers
             self._send_all([CheckUpdate(f.epoch, blob, checked)])
             return
         self._apply(f)
@@ -164,10 +160,9 @@ class LiveReconfigurer:
 
     def _apply(self, f: InFlight) -> None:
         """Send the reconfiguration to every worker; from now on it runs."""
-        self.job.task_ids = list(f.plan.task_ids)
+        self.job.track(f.plan.task_ids)
         if self.checkpoints is not None:  # a retired task's final state stays in them
-            self.checkpoints.task_ids = list(dict.fromkeys(
-                self.checkpoints.task_ids + f.plan.task_ids))
+            self.checkpoints.track(f.plan.task_ids)
         self._send_all([Reconfigure(f.spec, f.blob, f.placement)])
         if not f.expected:
             done = self.reconfigs.part_done(f.epoch, "", self.clock())
@@ -175,16 +170,12 @@ class LiveReconfigurer:
             self._reconfigured(done)
 
     def _update_checked(self, check: UpdateChecked) -> None:
-        f = self.reconfigs.in_flight
-        if f is None or f.phase != "check" or f.epoch != check.reconfig_id:
+        f = self.reconfigs.checked(check.reconfig_id, check.task_id, check.refusal)
+        if f is None:
             return
-        if check.refusal is not None:  # nothing has switched: the old function runs on
-            self.reconfigs.abandon()
-            self._finish_reconfig(f.request, "refused", reason=check.refusal)
-            return
-        f.done.add(check.task_id)
-        if f.expected <= f.done:
-            f.phase, f.expected, f.done = "apply", f.apply_expected, set()
+        if f.refusal is not None:  # nothing has switched: the old function runs on
+            self._finish_reconfig(f.request, "refused", reason=f.refusal)
+        else:
             self._apply(f)
 
     def _release_retired(self) -> None:
@@ -193,7 +184,7 @@ class LiveReconfigurer:
             if left <= 0 and t in self.job.finished_tasks:
                 del self._retired[t]
                 self._retired_on.pop(t, None)
-                self.job.finished_tasks.discard(t)
+                self.job.forget(t)
                 if self.checkpoints is not None:
                     self.checkpoints.forget(t)
 
@@ -209,7 +200,7 @@ class LiveReconfigurer:
             log.info("releasing worker(s) %s: they host no task any more", idle)
             self.backend.release_workers(idle)
             self.worker_ids = [w for w in self.worker_ids if w not in idle]
-            self.job.workers = len(self.worker_ids)
+            self.job.track(self.job.task_ids, len(self.worker_ids))
 
     def _grow(self, request: Request, r: Reconfiguration) -> Reconfiguration | None:
         """On an elastic backend each task ``r`` adds gets a worker of its own: the first
@@ -269,7 +260,7 @@ class LiveReconfigurer:
         assert g is not None
         self._growing = None
         self.worker_ids += g.workers
-        self.job.workers = len(self.worker_ids)
+        self.job.track(self.job.task_ids, len(self.worker_ids))
         return g
 
     def _still_growing(self) -> bool:
@@ -301,7 +292,7 @@ class LiveReconfigurer:
         self.config = dataclasses.replace(self.config, workers=len(ids))
         self.worker_ids = list(range(len(ids)))
         self._next_worker = len(ids)
-        self.job.workers = len(ids)
+        self.job.track(self.job.task_ids, len(ids))
         self.tables.plan_changed(self.plan, self.placement)
 
     def _reconfigured(self, f: InFlight) -> None:
