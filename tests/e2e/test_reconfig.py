@@ -193,8 +193,8 @@ def test_refused_requests_leave_the_job_running():
     data = events(n=20_000)
     out = rs.sinks.collect()
     job = rs.start(windowed_flow(data, out, rate=10_000), backend="inline", parallelism=2)
-    with pytest.raises(rs.ReconfigError, match="sources keep"):
-        job.rescale("ev", 3)
+    with pytest.raises(rs.ReconfigError, match="makes its splits from the parallelism"):
+        job.rescale("ev", 3)  # rows() without splits=N: one split per task
     with pytest.raises(rs.ReconfigError, match="no step"):
         job.rescale("nope", 3)
     with pytest.raises(rs.ReconfigError, match="no function"):
@@ -301,8 +301,8 @@ def test_a_task_placed_on_another_worker_and_back_keeps_the_output(
 
     with pytest.raises(rs.ReconfigError, match="no worker 7"):
         job.place(task, 7)
-    with pytest.raises(rs.ReconfigError, match="source step"):
-        job.place("ev#0", 1)
+    assert job.place("ev#0", 1)["status"] == "done"  # a source task takes its splits along
+    assert worker_of("ev#0") == 1
     assert worker_of(task) == 1
     assert job.place(task, 0)["status"] == "done"
     assert worker_of(task) == 0

@@ -26,12 +26,14 @@ from rheostat.plan.reconfig import (
     plan_reconfiguration,
     stages,
 )
+from rheostat.testing import rows
 
 MAXP = 64
 
 
 def keyed_plan(parallelism=2):
-    steps = (SourceStep("src", ()),
+    # rows() without splits=N: one split per task, so the source keeps its parallelism
+    steps = (SourceStep("src", (), source=rows([{"k": 1}])),
              MapStep("m", (Input(Port("src")),), fn=lambda r, factor: r, knobs={"factor": 1}),
              KeyedProcessStep("p", (Input(Port("m"), Routing("hash", ("k",))),), keys=("k",)),
              SinkStep("out", (Input(Port("p")),)))
@@ -84,7 +86,7 @@ def test_function_and_knob_updates_replace_the_step_only():
 
 
 @pytest.mark.parametrize("op, message", [
-    (Rescale("src", 3), "sources keep"),
+    (Rescale("src", 3), "makes its splits from the parallelism"),
     (Rescale("nope", 3), "no step"),
     (MoveKeyGroups("m", (1,), 0), "not keyed"),
     (MoveKeyGroups("p", (1,), 5), "no task 5"),
@@ -93,7 +95,6 @@ def test_function_and_knob_updates_replace_the_step_only():
     (UpdateFunction("out", print), "no function to update"),
     (SetKnob("m", "speed", 1), "declares no knob"),
     (SetKnob("m", "factor", "fast"), "is a int"),
-    (Place("src#1", 1), "runs source step 'src'"),
     (Place("p#9", 1), "no task 'p#9'"),
     (Place("p#0", 0), "on worker 0 already"),
 ])

@@ -3,7 +3,9 @@
 Paths are local paths or any fsspec URL (``s3://``, ``gcs://``, ``memory://`` ...). A source
 path is a file, a directory (its matching files, sorted, hidden and ``_``-prefixed names
 skipped) or a glob. Each file is one split; the position is the number of rows of the file
-already returned, so a reopened reader resumes exactly.
+already returned, so a reopened reader resumes exactly. The files are listed once, when the
+source is made, so every task of a run (at any parallelism, after any rescale) reads the
+same splits; a job resumed with a source that lists more files reads the new ones whole.
 
 The sinks are exactly-once: each sink task stages part files under ``<path>/_staging/`` and
 moves them to their final names when the checkpoint that closed them completes.
@@ -80,10 +82,15 @@ class FileSource(Source):
             raise TypeError(f"columns must be a list of column names, got {columns!r}")
         self.columns = None if columns is None else list(columns)
         self.storage_options = dict(storage_options or {})
-        self.files()  # fail now, with a clear message, if there is nothing to read
+        # Listed now (failing with a clear message if there is nothing to read) and kept:
+        # tasks listing the directory themselves could disagree about the splits.
+        self._files = self._list()
 
     def files(self) -> list[str]:
         """The files this source reads, sorted (each a path or URL that fsspec can open)."""
+        return list(self._files)
+
+    def _list(self) -> list[str]:
         fs, root = _fs(self.path, self.storage_options)
         if any(c in root for c in _GLOB_CHARS):
             found = fs.glob(root)
@@ -110,6 +117,7 @@ class FileSource(Source):
         return found if _is_local(fs) else [fs.unstrip_protocol(p) for p in found]
 
     def splits(self, parallelism: int) -> list[str]:
+        """One split per file, whatever the parallelism."""
         return self.files()
 
     def __repr__(self) -> str:

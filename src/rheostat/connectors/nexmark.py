@@ -11,7 +11,8 @@ are chosen with probability ``1 - 1/ratio``. Event ``n`` happens at
 Each event is a pure function of ``(seed, event number)``, so ``nexmark(N, "person")`` and
 ``nexmark(N, "bid")`` with one seed describe the same world, and any chunk can be made alone.
 A chunk is ``batch_size`` consecutive events *of the stream's kind* (so batches are full);
-split ``i`` of ``p`` makes chunks ``i, i+p, ...``; its position is (next chunk, chunk size).
+split ``i`` of ``n`` makes chunks ``i, i+n, ...``; its position is (next chunk, chunk size).
+``splits=n`` fixes ``n`` (the step can then be rescaled); without it, ``n`` is the parallelism.
 Strings come from small vocabularies and a fixed pool of random letters; ``extra`` is
 filler whose lengths repeat every 4,096 rows, so a batch's filler is one zero-copy slice.
 
@@ -39,6 +40,7 @@ from rheostat.connectors.synthetic import (
     below,
     chance,
     check_int,
+    check_splits,
     gather,
     unit,
 )
@@ -329,7 +331,9 @@ class Nexmark(ChunkedSource):
         base_time_ms: int,
         extra_bytes: int | None,
         hot_ratios: tuple[int, int, int],
+        splits: int | None = None,
     ) -> None:
+        self.n_splits = splits
         self.events = events
         self.kind = kind
         self.seed = seed
@@ -466,6 +470,7 @@ def nexmark(
     hot_auction_ratio: int = 2,
     hot_bidders_ratio: int = 4,
     hot_sellers_ratio: int = 4,
+    splits: int | None = None,
 ) -> Nexmark:
     """Nexmark ``kind`` events (``"bid"``, ``"person"`` or ``"auction"``) among ``events`` events.
 
@@ -474,6 +479,8 @@ def nexmark(
     default rate spans 5 s of event time. ``extra`` holds ``extra_bytes`` letters on average
     (``None``: pad each event to the spec's average size: person 200, auction 500, bid 100
     bytes). Columns follow Flink's Nexmark tables; ``date_time`` is the event time.
+    ``splits=N`` makes N splits whatever the parallelism, so the source step can be
+    rescaled (to at most N tasks) and resumed at another parallelism.
 
     >>> nexmark(100, "bid", seed=1).to_table().equals(nexmark(100, "bid", seed=1).to_table())
     True
@@ -494,4 +501,4 @@ def nexmark(
                             ("hot_sellers_ratio", hot_sellers_ratio))
     )
     return Nexmark(events, kind, int(seed), int(first_event_rate), int(base_time_ms),
-                   extra_bytes, ratios)  # type: ignore[arg-type]
+                   extra_bytes, ratios, check_splits(splits))  # type: ignore[arg-type]

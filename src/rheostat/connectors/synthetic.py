@@ -3,8 +3,9 @@
 Every generated row is a pure function of ``(seed, row number)``: randomness comes from a
 counter-based hash (splitmix64) of the row number, never from a stateful RNG. So any chunk
 of rows can be generated on its own, which is what makes the generators splittable (source
-task ``i`` of ``p`` makes chunks ``i, i+p, i+2p, ...``) and replayable from a position (the
-next chunk index).
+split ``i`` of ``n`` makes chunks ``i, i+n, i+2n, ...``) and replayable from a position (the
+next chunk index). ``splits=n`` fixes the number of splits, so the source step can be
+rescaled live and resumed at another parallelism; without it there is one split per task.
 
 >>> t = synthetic(10_000, keys=100, seed=7).to_table()
 >>> t.column_names, t.num_rows
@@ -126,10 +127,14 @@ def check_int(name: str, value: Any, minimum: int | None = None, hint: str = "")
 class ChunkedSource(Source):
     """A generator whose rows ``0..num_rows-1`` are made in chunks of ``batch_size`` rows.
 
-    Split ``(i, p)`` makes chunks ``i, i+p, i+2p, ...``, so the source tasks advance through
+    Split ``(i, n)`` makes chunks ``i, i+n, i+2n, ...``, so the source tasks advance through
     event time together. The position is ``(next chunk index, chunk size)``; a reader reopened
     there keeps that chunk size whatever ``batch_size`` it is given, so it resumes exactly.
+    There are ``n_splits`` splits, or one per task when it is ``None``.
     """
+
+    #: The number of splits whatever the parallelism (``None``: one per task).
+    n_splits: int | None = None
 
     @property
     @abstractmethod
@@ -145,8 +150,8 @@ class ChunkedSource(Source):
         return self.num_rows is not None
 
     def splits(self, parallelism: int) -> list[tuple[int, int]]:
-        p = check_int("parallelism", parallelism, 1)
-        return [(i, p) for i in range(p)]
+        n = self.n_splits or check_int("parallelism", parallelism, 1)
+        return [(i, n) for i in range(n)]
 
     def open(
         self, split: Any, position: Any = None, batch_size: int = 65_536
@@ -253,7 +258,9 @@ class Synthetic(ChunkedSource):
         value_columns: int,
         start_ms: int,
         events_per_ms: float,
+        splits: int | None = None,
     ) -> None:
+        self.n_splits = splits
         self.events = events
         self.keys = keys
         self.zipf = zipf
@@ -301,13 +308,16 @@ def synthetic(
     value_columns: int = 1,
     start_ms: int = DEFAULT_START_MS,
     events_per_ms: float = 1000.0,
+    splits: int | None = None,
 ) -> Synthetic:
     """A seeded stream of ``events`` rows ``(key, value, ts)``; ``events=None`` never ends.
 
     ``key`` is a Zipf-distributed rank in ``[0, keys)`` with exponent ``zipf`` (key 0 is the
     hottest; ``zipf=0`` is uniform). ``value`` (and ``value_1``, ``value_2``, ... when
     ``value_columns`` > 1) are floats in [0, 1). Row ``n`` has event time
-    ``start_ms + floor(n / events_per_ms)``.
+    ``start_ms + floor(n / events_per_ms)``. ``splits=N`` makes N splits whatever the
+    parallelism, so the source step can be rescaled (to at most N tasks) and resumed at
+    another parallelism; without it each task reads one split.
 
     >>> t = synthetic(1000, keys=10, zipf=0).to_table()
     >>> t.num_rows, max(t["key"].to_pylist())
@@ -329,5 +339,14 @@ def synthetic(
         raise ValueError(f"events_per_ms must be a number > 0, got {events_per_ms!r}")
     return Synthetic(
         events, int(keys), float(zipf), int(seed), int(value_columns), int(start_ms),
-        float(events_per_ms),
+        float(events_per_ms), check_splits(splits),
     )
+
+
+def check_splits(splits: Any) -> int | None:
+    """``splits`` of a generator: ``None`` (one per task) or an integer >= 1."""
+    if splits is None:
+        return None
+    return check_int("splits", splits, 1,
+                     "Pass how many splits to make (the most tasks that can read the source), "
+                     "or None for one per task.")

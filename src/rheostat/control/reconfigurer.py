@@ -112,7 +112,8 @@ class LiveReconfigurer:
         try:
             r = plan_reconfiguration(self.plan, self.placement, self.config.workers,
                                      parts[0], self._next_epoch(),
-                                     allow_idle_tasks=len(parts) > 1 or not first)
+                                     allow_idle_tasks=len(parts) > 1 or not first,
+                                     finished=self.job.finished_tasks)
             blob = cloudpickle.dumps(r.plan)
         except Exception as exc:
             if first:

@@ -2,8 +2,9 @@
 
 The controller turns a request (one or several primitives, applied as one) into the plan
 the job will run and a :class:`ReconfigSpec` that tells every task its part: which key
-groups move from which task to which, which tasks appear or retire, which channels are
-new, and which steps swap their function or knobs. Nothing here runs anything.
+groups move from which task to which, which source splits change task, which tasks
+appear or retire, which channels are new, and which steps swap their function or knobs.
+Nothing here runs anything.
 
 >>> from rheostat.plan.logical import SourceStep, SinkStep, KeyedProcessStep, Input, Port
 >>> from rheostat.plan.logical import Routing
@@ -20,7 +21,7 @@ new, and which steps swap their function or knobs. Nothing here runs anything.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 from rheostat.plan.errors import FlowError
 from rheostat.plan.logical import STATEFUL_KINDS, SourceStep, Step
 from rheostat.plan.physical import Chain, Channel, PhysicalPlan
+from rheostat.plan.splits import split_moves, splits_of
 
 
 class ReconfigError(FlowError):
@@ -134,22 +136,36 @@ class ReconfigSpec:
     #: Tasks that move to another worker: the old instance hands all its key groups to
     #: the new one (``moves`` lists them with old == new owner) and leaves.
     relocated: tuple[str, ...] = ()
+    #: source step -> {split: (old task index, new task index)} for splits that change
+    #: task (a rescale of the source, or old == new for a source task that moves). The
+    #: chains that read such a source restart its watermarks at the reconfiguration.
+    split_moves: Mapping[str, Mapping[int, tuple[int, int]]] = field(default_factory=dict)
 
     def losing(self, step: str, index: int) -> dict[int, list[int]]:
         """New owner -> key groups that task ``index`` of ``step`` hands over."""
-        out: dict[int, list[int]] = {}
-        for g, (old, new) in self.moves.get(step, {}).items():
-            if old == index:
-                out.setdefault(new, []).append(g)
-        return out
+        return _by_task(self.moves.get(step, {}), index, losing=True)
 
     def gaining(self, step: str, index: int) -> dict[int, list[int]]:
         """Old owner -> key groups that task ``index`` of ``step`` takes over."""
-        out: dict[int, list[int]] = {}
-        for g, (old, new) in self.moves.get(step, {}).items():
-            if new == index:
-                out.setdefault(old, []).append(g)
-        return out
+        return _by_task(self.moves.get(step, {}), index, losing=False)
+
+    def losing_splits(self, step: str, index: int) -> dict[int, list[int]]:
+        """New task -> splits of source ``step`` that its task ``index`` hands over."""
+        return _by_task(self.split_moves.get(step, {}), index, losing=True)
+
+    def gaining_splits(self, step: str, index: int) -> dict[int, list[int]]:
+        """Old task -> splits of source ``step`` that its task ``index`` takes over."""
+        return _by_task(self.split_moves.get(step, {}), index, losing=False)
+
+
+def _by_task(
+    moves: Mapping[int, tuple[int, int]], index: int, losing: bool
+) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for unit, (old, new) in sorted(moves.items()):
+        if (old if losing else new) == index:
+            out.setdefault(new if losing else old, []).append(unit)
+    return out
 
 
 @dataclass(frozen=True)
@@ -195,10 +211,12 @@ def balanced_owners(owners: Sequence[int], parallelism: int) -> tuple[int, ...]:
 def plan_reconfiguration(
     plan: PhysicalPlan, placement: Mapping[str, int], workers: int,
     ops: Sequence[Operation], reconfig_id: int, allow_idle_tasks: bool = False,
+    finished: Collection[str] = (),
 ) -> Reconfiguration:
     """The plan after ``ops`` (applied in order, as one change) and each task's part.
 
     ``allow_idle_tasks``: a task may own no key group (between stages of a migration).
+    ``finished``: tasks that have finished; a source task among them takes no splits.
     """
     if not ops:
         raise ReconfigError("a reconfiguration needs at least one operation")
@@ -207,6 +225,13 @@ def plan_reconfiguration(
     owners = {s: list(o) for s, o in plan.key_group_owners.items()}
     updated: list[str] = []
     relocate = _relocations(plan, placement, workers, ops)
+    n_splits: dict[str, int] = {}  # source step -> its splits, for sources whose tasks change
+    for task in relocate:
+        moving = plan.chain_of(task.rsplit("#", 1)[0])
+        head = plan.steps[moving.steps[0]]
+        if isinstance(head, SourceStep):
+            n_splits[head.step_id] = len(_source_splits(head, moving.parallelism,
+                                                        f"place {task!r}"))
     for op in ops:
         if isinstance(op, Place):
             continue
@@ -215,7 +240,9 @@ def plan_reconfiguration(
                                 f"{list(plan.order)}")
         chain = plan.chain_of(op.step)
         if isinstance(op, Rescale):
-            _check_rescale(plan, chain, op)
+            n = _check_rescale(plan, chain, op)
+            if n is not None:
+                n_splits[chain.steps[0]] = n
             par[chain.chain_id] = op.parallelism
             for sid in chain.steps:
                 if sid in owners:
@@ -261,8 +288,28 @@ def plan_reconfiguration(
             idle = sorted(set(range(p)) - used)
             raise ReconfigError(f"step {sid!r}: task(s) {idle} would own no key group; "
                                 "rescale down instead of emptying a task")
-    return _build(plan, placement, workers, steps, par, owners, tuple(dict.fromkeys(updated)),
-                  reconfig_id, relocate)
+    r = _build(plan, placement, workers, steps, par, owners, tuple(dict.fromkeys(updated)),
+               reconfig_id, relocate, n_splits)
+    if not relocate:
+        _refuse_finished_readers(plan, r.spec, finished)
+    return r
+
+
+def _refuse_finished_readers(
+    plan: PhysicalPlan, spec: ReconfigSpec, finished: Collection[str]
+) -> None:
+    """A source task that finished (its end of stream and final state are out) cannot
+    read more: refuse to give it splits. An added task is a new instance: it can."""
+    for sid, moved in spec.split_moves.items():
+        chain = plan.chain_of(sid)
+        done = sorted({chain.task_id(new) for _, new in moved.values()}
+                      & set(finished) - set(spec.added))
+        if done:
+            raise ReconfigError(
+                f"rescale of step {sid!r}: task(s) {', '.join(done)} have read all their "
+                "splits and finished (the source is bounded and nearly done), so they cannot "
+                "take over the splits of others; rescale to a parallelism that keeps them "
+                "out, or let the source finish")
 
 
 def _relocations(
@@ -289,11 +336,6 @@ def _relocations(
         chain = next(c for c in plan.chains if op.task.rsplit("#", 1)[0] == c.chain_id)
         for sid in chain.steps:
             kind = plan.steps[sid].kind
-            if kind == "source":
-                raise ReconfigError(
-                    f"task {op.task!r} runs source step {sid!r}, whose read positions move "
-                    "only through a checkpoint: stop the job and resume it with other "
-                    "workers to move it")
             if kind in STATEFUL_KINDS and sid not in plan.key_group_owners:
                 raise ReconfigError(f"task {op.task!r} holds state of step {sid!r} that is "
                                     "not split into key groups; it cannot move live")
@@ -316,28 +358,62 @@ def check_knob(step: Step, name: str, value: Any) -> Any:
     return value
 
 
-def _check_rescale(plan: PhysicalPlan, chain: Chain, op: Rescale) -> None:
+def _check_rescale(plan: PhysicalPlan, chain: Chain, op: Rescale) -> int | None:
+    """Refuse a rescale that cannot be done; for a source chain, its number of splits."""
     where = f"rescale of step {op.step!r}"
     if not 1 <= op.parallelism <= plan.max_parallelism:
         raise ReconfigError(f"{where}: parallelism must be in 1..{plan.max_parallelism}")
-    head = plan.steps[chain.steps[0]]
-    if isinstance(head, SourceStep):
-        raise ReconfigError(f"{where}: sources keep the parallelism they started with "
-                            "(their splits depend on it); rescale a later step")
     for e in plan.edges:
         crosses = (e.dst_step in chain.steps) != (e.src_step in chain.steps)
         if crosses and e.routing.kind == "forward":
             raise ReconfigError(
                 f"{where}: steps {e.src_step!r} and {e.dst_step!r} are joined by a forward "
                 "edge, which needs equal parallelism; give the edge rebalance() or key_by()")
+    head = plan.steps[chain.steps[0]]
+    if not isinstance(head, SourceStep):
+        return None
+    if head.step_id != op.step:
+        where += f" (it runs in one task with source step {head.step_id!r})"
+    before = _source_splits(head, chain.parallelism, where)
+    after = _source_splits(head, op.parallelism, where)
+    if len(before) != len(after) or not all(_same(a, b) for a, b in zip(before, after)):
+        raise ReconfigError(
+            f"{where}: its source {head.source!r} makes its splits from the parallelism "
+            f"({len(before)} at {chain.parallelism} tasks, {len(after)} at {op.parallelism}), "
+            "so their read positions cannot move between tasks; give it a fixed number of "
+            "splits to rescale it (rows(..., splits=N), synthetic(..., splits=N), "
+            "nexmark(..., splits=N); file sources have one per file)")
+    if op.parallelism > len(after):
+        raise ReconfigError(
+            f"{where}: its source makes {len(after)} split(s), so at most {len(after)} "
+            f"task(s) can read it; rescale it to {len(after)} or fewer, or give the source "
+            "more splits")
+    return len(after)
+
+
+def _source_splits(step: SourceStep, parallelism: int, where: str) -> list[Any]:
+    try:
+        return list(step.source.splits(parallelism))
+    except Exception as exc:
+        raise ReconfigError(f"{where}: the source of step {step.step_id!r} could not list "
+                            f"its splits: {type(exc).__name__}: {exc}") from exc
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
 
 
 def _build(
     plan: PhysicalPlan, placement: Mapping[str, int], workers: int, steps: dict[str, Step],
     par: dict[str, int], owners: dict[str, list[int]], updated: tuple[str, ...],
     reconfig_id: int, relocate: Mapping[str, int] | None = None,
+    n_splits: Mapping[str, int] | None = None,
 ) -> Reconfiguration:
     relocate = relocate or {}
+    n_splits = n_splits or {}
     chains = tuple(Chain(c.chain_id, c.steps, par[c.chain_id]) for c in plan.chains)
     chain_of = {sid: c for c in chains for sid in c.steps}
     old = {(c.edge, c.src_index, c.dst_index): c for c in plan.channels}
@@ -378,11 +454,26 @@ def _build(
                 moves.setdefault(sid, {}).update(
                     {g: (index, index) for g, o in enumerate(new_owners[sid]) if o == index})
     moves = {sid: m for sid, m in moves.items() if m}
+    moved_splits: dict[str, dict[int, tuple[int, int]]] = {}
+    for sid, n in n_splits.items():
+        old_p, new_p = plan.chain_of(sid).parallelism, chain_of[sid].parallelism
+        moved_splits[sid] = split_moves(n, old_p, new_p)
+    for task in relocate:  # every split of a moving source task goes with it
+        chain_id, index = task.rsplit("#", 1)[0], int(task.rsplit("#", 1)[1])
+        head = plan.chain_of(chain_id).steps[0]
+        if head in n_splits:
+            moved_splits.setdefault(head, {}).update(
+                {s: (index, index) for s in splits_of(n_splits[head], par[chain_id], index)})
+    moved_splits = {sid: m for sid, m in moved_splits.items() if m}
     old_tasks, new_tasks = set(plan.task_ids), set(new_plan.task_ids)
     rescaled = {c.chain_id for c in chains
                 if c.parallelism != plan.chain_of(c.chain_id).parallelism}
+    # The consumers of a source whose splits move restart its watermarks (markers first).
+    reading = {chain_of[sid].chain_id for sid in moved_splits}
+    consumers = {chain_of[e.dst_step].chain_id for e in plan.edges
+                 if chain_of[e.src_step].chain_id in reading} - reading
     affected = frozenset(rescaled | {chain_of[sid].chain_id for sid in moves}
-                         | {t.rsplit("#", 1)[0] for t in relocate})
+                         | {t.rsplit("#", 1)[0] for t in relocate} | reading | consumers)
     new_placement = {t: w for t, w in placement.items() if t in new_tasks}
     new_placement.update(relocate)
     for t in new_plan.task_ids:
@@ -392,7 +483,7 @@ def _build(
         reconfig_id, moves, affected,
         tuple(t for t in new_plan.task_ids if t not in old_tasks),
         tuple(t for t in plan.task_ids if t not in new_tasks),
-        tuple(new_ids), updated, tuple(relocate),
+        tuple(new_ids), updated, tuple(relocate), moved_splits,
     )
     return Reconfiguration(new_plan, new_placement, spec)
 

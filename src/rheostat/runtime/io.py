@@ -54,7 +54,23 @@ class Source(ABC):
 
     @abstractmethod
     def splits(self, parallelism: int) -> Sequence[Any]:
-        """Picklable split descriptors; source task ``i`` reads ``splits[i::parallelism]``."""
+        """Picklable split descriptors, the same list in every task of a run.
+
+        Which task reads which split is ``rheostat.plan.splits.split_owners(len(splits),
+        parallelism)``; with ``parallelism >= len(splits)`` task ``i`` reads split ``i``.
+        A source whose list does not depend on ``parallelism`` (one split per file, or a
+        fixed count such as ``rows(..., splits=8)``) can be rescaled live and resumed at
+        another parallelism: split positions move between tasks. A list made from the
+        parallelism pins the step to the parallelism it started with. Descriptors should
+        compare equal (``==``) when they name the same split: restores match the
+        checkpoint's splits to these by value.
+
+        >>> class Three(Source):
+        ...     def splits(self, parallelism): return ["a", "b", "c"]
+        ...     def open(self, split, position=None, batch_size=1): ...
+        >>> Three().splits(2) == Three().splits(5)
+        True
+        """
 
     @abstractmethod
     def open(self, split: Any, position: Any = None, batch_size: int = 65_536) -> SourceReader:

@@ -1,10 +1,12 @@
 """Task snapshots as checkpoint parts, and the restore each new task builds from them.
 
 A task's snapshot becomes one part per stateful step, named ``"<task>/<step>"``, plus
-``"<task>/_task"`` with its source positions and watermark; each part is a pickle. On
-restore, a task of a keyed step reads the parts of *every* old task of its chain and keeps
-the key groups it now owns, so a job can resume at another parallelism; other state goes
-from old task ``j`` to new task ``j % parallelism``.
+``"<task>/_task"`` with its source splits' states (descriptor, position, watermark state)
+and its watermark; each part is a pickle. On restore, a task of a keyed step reads the
+parts of *every* old task of its chain and keeps the key groups it now owns, and a source
+task gathers the states of every split from every old task's ``_task`` part and reads
+those it now owns, so a job can resume at another parallelism; other state goes from old
+task ``j`` to new task ``j % parallelism``.
 
 >>> from rheostat.runtime.task import TaskSnapshot
 >>> sorted(encode_snapshot(TaskSnapshot("w#0", 3, {"w": {1: "s"}}, None, 10)))
@@ -23,6 +25,7 @@ import pyarrow as pa
 from rheostat.plan.keygroups import owners_digest
 from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan
+from rheostat.runtime.source import UNRECORDED, SplitState
 from rheostat.runtime.task import TaskRestore, TaskSnapshot
 
 TASK_PART = "_task"
@@ -108,6 +111,7 @@ def restore_for_task(
     rescaled = old_p != chain.parallelism or any(s in regrouped for s in chain.steps)
     restore = TaskRestore()
     chain_keyed = any(plan.steps[s].kind in STATEFUL_KINDS for s in chain.steps)
+    is_source = plan.steps[chain.steps[0]].kind == "source"
     for step_id in chain.steps:
         keyed = plan.steps[step_id].kind in STATEFUL_KINDS
         sources = range(old_p) if keyed and rescaled else mine
@@ -118,22 +122,45 @@ def restore_for_task(
         if parts:
             restore.states[step_id] = parts
     marks = []
-    for j in range(old_p) if chain_keyed and rescaled else mine:
+    splits: dict[int, SplitState] = {}
+    marked = range(old_p) if chain_keyed and rescaled else mine
+    # A source task reads every old task's part: its splits may have been anyone's.
+    for j in range(old_p) if is_source else marked:
         name = f"{chain_id}#{j}/{TASK_PART}"
         if name in names:
             meta = pickle.loads(read(name))
-            if meta["sources"] is not None and j in mine:
-                if old_p != chain.parallelism:
-                    raise ValueError(
-                        f"source step {chain.steps[0]!r} ran with parallelism {old_p} in the "
-                        f"checkpoint and {chain.parallelism} now; resume sources at the "
-                        "parallelism they had"
-                    )
-                restore.sources = meta["sources"]
-            if meta["watermark"] is not None:
+            if meta["sources"]:
+                _gather_splits(chain.steps[0], splits, meta["sources"], j,
+                               same_parallelism=old_p == chain.parallelism)
+            if meta["watermark"] is not None and j in marked:
                 marks.append(meta["watermark"])
+    if is_source:
+        restore.sources = splits
     restore.watermark = min(marks) if marks else None
     return restore
+
+
+def _gather_splits(
+    step_id: str, into: dict[int, SplitState], saved: dict[int, Any], task: int,
+    same_parallelism: bool,
+) -> None:
+    """Add old task ``task``'s split states to ``into``: each split is in one task's part
+    (or, ended, in the final parts of finished tasks that read it before)."""
+    for sid, st in saved.items():
+        if not isinstance(st, SplitState):  # a bare position, from before splits could move
+            if not same_parallelism:
+                raise ValueError(
+                    f"source step {step_id!r}: the checkpoint keeps bare read positions "
+                    "(written before sources could be rescaled); resume it at the "
+                    "parallelism it had, or start afresh")
+            st = SplitState(UNRECORDED, st)
+        if sid in into:
+            # A finished task's final part keeps the ended splits a rescale gave away.
+            if st.ended and into[sid].ended:
+                continue
+            raise ValueError(f"source step {step_id!r}: split {sid} is in the checkpoint "
+                             f"twice (task #{task} has it too); the checkpoint is inconsistent")
+        into[sid] = st
 
 
 def write_parts(store: Any, checkpoint_id: int, blobs: dict[str, bytes]) -> tuple[Any, ...]:

@@ -35,7 +35,7 @@ from rheostat.runtime.messages import (
 from rheostat.runtime.operator import Operator, OperatorContext, build_operator, keep_key_groups
 from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
 from rheostat.runtime.routing import make_router
-from rheostat.runtime.source import SourceDriver
+from rheostat.runtime.source import SourceDriver, SplitState
 from rheostat.runtime.task_reconfig import LiveReconfiguration, _Edge, _hash_keys, _Next, _Switch
 from rheostat.runtime.watermarks import InputWatermarks
 
@@ -62,7 +62,7 @@ class TaskSnapshot:
     task_id: str
     checkpoint_id: int
     states: dict[str, Any]  # step id -> operator state, for operators that have one
-    sources: dict[int, Any] | None  # split -> reader position, for a source task
+    sources: dict[int, SplitState] | None  # split id -> its state, for a source task
     watermark: int | None
 
 
@@ -71,7 +71,9 @@ class TaskRestore:
     """What a task starts from after a restore: the states of the step's old tasks."""
 
     states: dict[str, list[Any]] = field(default_factory=dict)
-    sources: dict[int, Any] | None = None
+    #: The states of the source's splits in the checkpoint (all of them: the task's
+    #: source driver keeps those it reads at its parallelism).
+    sources: dict[int, SplitState] | None = None
     watermark: int | None = None
 
 
@@ -111,6 +113,7 @@ class Task(LiveReconfiguration):
         )
         self.inputs = [(inputs[c.channel_id], c.edge.dst_input) for c in in_channels]
         self._input_keys = [_hash_keys(c.edge) for c in in_channels]
+        self._input_chains = [c.src_task.rsplit("#", 1)[0] for c in in_channels]
         self.input_watermarks = InputWatermarks(len(self.inputs))
         self._ended_inputs: set[int] = set()
         self._turn = 0
@@ -136,6 +139,7 @@ class Task(LiveReconfiguration):
         self._retired = False
         self._relocated_away = False  # a Place moved this task: another instance runs it
         self._draining: list[Outbox] = []  # outboxes to retired tasks, flushing a marker
+        self._rewire_at_end: Any = None  # a retiring task's new wiring, for when it leaves
         for sid, op in self.ops.items():
             op.open(OperatorContext(
                 step=plan.steps[sid],
@@ -262,8 +266,8 @@ class Task(LiveReconfiguration):
         return any(box.pending for box in self.outboxes)
 
     def _ended(self) -> bool:
-        if self._retired:
-            return True
+        if self._retired:  # once what it still owes the channels the new plan dropped is out
+            return not self._draining
         if self.source is not None:
             return self.source.done
         return (self.input_watermarks.all_ended and len(self._ended_inputs) == len(self.inputs)
@@ -399,7 +403,7 @@ class Task(LiveReconfiguration):
                 states[sid] = state
         self.snapshots.append(TaskSnapshot(
             self.task_id, checkpoint_id, states,
-            self.source.positions() if self.source is not None else None,
+            self.source.snapshot() if self.source is not None else None,
             self.metrics.watermark,
         ))
 

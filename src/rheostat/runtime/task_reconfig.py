@@ -3,9 +3,11 @@
 :class:`LiveReconfiguration` is mixed into :class:`~rheostat.runtime.task.Task`: it
 rewires the task's outputs at a reconfiguration's marker, aligns the markers on its old
 inputs, hands over the state of the key groups it loses, installs the state of those it
-gains (holding their rows back until then), and checks or swaps a step's function. The
-plain data the task and this module share (its output edges, its in-chain successors,
-a reconfiguration in progress) lives here too.
+gains (holding their rows back until then), and checks or swaps a step's function. A
+source task hands the splits it loses to their new task (their positions and watermark
+state travel like key-group state) and reads the splits it gains from where they were
+left. The plain data the task and this module share (its output edges, its in-chain
+successors, a reconfiguration in progress) lives here too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from rheostat.runtime.routing import Router, make_router
 
 if TYPE_CHECKING:
     from rheostat.plan.physical import Chain
+    from rheostat.runtime.source import SourceDriver
     from rheostat.runtime.task import TaskMetrics
     from rheostat.runtime.watermarks import InputWatermarks
 
@@ -46,6 +49,10 @@ class _Switch:
     waiting: set[int]  # inputs whose marker has not arrived
     losing: dict[str, dict[int, list[int]]]  # step -> new owner index -> key groups
     retiring: bool
+    losing_splits: dict[int, list[int]] = field(default_factory=dict)  # new owner -> splits
+    #: Inputs from a source whose splits move: their watermarks start again once every
+    #: marker is in (the source tasks restate theirs, which a split that moved may lower).
+    restart: set[int] = field(default_factory=set)
     marked: set[int] = field(default_factory=set)  # inputs whose marker has arrived
     deferred: dict[int, list[Message]] = field(default_factory=dict)  # their watermarks, ends
     arrived: list[tuple[str, str, Any]] = field(default_factory=list)  # state handed here
@@ -68,6 +75,8 @@ class LiveReconfiguration:
     metrics: TaskMetrics
     ops: dict[str, Operator]
     inputs: list[tuple[InputEndpoint, int]]
+    source: SourceDriver | None
+    _input_chains: list[str]  # the chain each input comes from
     input_watermarks: InputWatermarks
     outboxes: list[Outbox]
     handoffs: list[StateHandoff]
@@ -89,6 +98,7 @@ class LiveReconfiguration:
     _retired: bool
     _relocated_away: bool
     _draining: list[Outbox]
+    _rewire_at_end: tuple[PhysicalPlan, ReconfigSpec, dict[int, OutputEndpoint]] | None
 
     # Provided by Task.
     def _call(self, op: Operator, hook: str, *args: Any) -> None: ...
@@ -118,17 +128,24 @@ class LiveReconfiguration:
             losing = {sid: spec.losing(sid, self.index) for sid in spec.moves
                       if sid in self.ops}
             self._switch = _Switch(r, set(range(old_inputs)) - self._ended_inputs - early,
-                                   losing, True, marked=early & set(range(old_inputs)))
+                                   losing, True, self._losing_splits(spec),
+                                   marked=early & set(range(old_inputs)))
             if not self._switch.waiting:
                 self._hand_over()
             return
         self.plan = plan
         self.chain = plan.chain_of(self.chain.chain_id)
-        self._rewire_outputs(plan, spec, outputs)
+        if self.task_id in spec.removed:
+            # The rows still on its inputs were routed here under the old plan: they go
+            # on under it too, and its markers follow them when it leaves (_hand_over).
+            self._rewire_at_end = (plan, spec, outputs)
+        else:
+            self._rewire_outputs(plan, spec, outputs)
         for c in sorted(plan.inputs_of(self.task_id), key=lambda c: c.channel_id):
             if c.channel_id in spec.new_channels:
                 self.inputs.append((inputs[c.channel_id], c.edge.dst_input))
                 self._input_keys.append(_hash_keys(c.edge))
+                self._input_chains.append(c.src_task.rsplit("#", 1)[0])
                 self.input_watermarks.add_input()
         updated = [s for s in spec.updated_steps if s in self.ops]
         for sid in updated:
@@ -137,8 +154,13 @@ class LiveReconfiguration:
             waiting = set(range(old_inputs)) - self._ended_inputs - early
             losing = {sid: spec.losing(sid, self.index) for sid in spec.moves
                       if sid in self.ops}
+            moving = {plan.chain_of(sid).chain_id for sid in spec.split_moves}
+            restart = {i for i in range(old_inputs) if self._input_chains[i] in moving}
             self._switch = _Switch(r, waiting, losing, self.task_id in spec.removed,
-                                   marked=early & set(range(old_inputs)))
+                                   self._losing_splits(spec),
+                                   marked=early & set(range(old_inputs)), restart=restart)
+            if self.source is not None:
+                self.source.restate()  # consumers forget this task's watermark now
             self._expect_state(spec)
             self._report = r
             if not waiting:
@@ -163,7 +185,10 @@ class LiveReconfiguration:
         if self._switch is not None:
             self._switch.arrived.append((step_id, from_task, state))
             return
-        self._call(self.ops[step_id], "take_over", state)
+        if self.source is not None and step_id == self.chain.steps[0]:
+            self.source.adopt(state)  # splits: read them on from where they were left
+        else:
+            self._call(self.ops[step_id], "take_over", state)
         self._awaiting.discard((step_id, int(from_task.rsplit("#", 1)[1])))
         if self._awaiting:
             return
@@ -182,6 +207,20 @@ class LiveReconfiguration:
         if self.task_id in spec.relocated:  # the new instance of a task that moved here
             self._awaiting.update((sid, self.index) for sid, op in self.ops.items()
                                   if hasattr(op, "hand_over"))
+        if self.source is not None:
+            head = self.chain.steps[0]
+            gaining = spec.gaining_splits(head, self.index)
+            if gaining and self.source.done and self.task_id not in spec.relocated:
+                # It finished after the controller planned this: its end of stream and
+                # final state are out, so it cannot read more. Failing restarts the job
+                # from its checkpoint with the plan before this change.
+                raise RuntimeError(
+                    f"source task {self.task_id} had finished reading its splits when "
+                    f"reconfiguration {spec.reconfig_id} gave it splits of task(s) "
+                    f"{sorted(gaining)}; the job goes back to its last checkpoint")
+            for old, splits in gaining.items():
+                self._awaiting.add((head, old))
+                self.source.expect(splits)
         groups: list[int] = []
         for sid in spec.moves:
             if sid in self.ops:
@@ -269,12 +308,23 @@ class LiveReconfiguration:
             if not self._switch.waiting:
                 self._hand_over()
 
+    def _losing_splits(self, spec: ReconfigSpec) -> dict[int, list[int]]:
+        if self.source is None:
+            return {}
+        return spec.losing_splits(self.chain.steps[0], self.index)
+
     def _hand_over(self) -> None:
         """Every old input has delivered the marker: no row of a key group this task
-        loses can still arrive, so their state goes to the new owners."""
+        loses can still arrive, so their state goes to the new owners. A source task
+        stops reading the splits it loses and hands their positions over."""
         switch = self._switch
         assert switch is not None
         self._switch = None
+        for owner, splits in sorted(switch.losing_splits.items()):
+            assert self.source is not None
+            self.handoffs.append(StateHandoff(
+                switch.reconfig_id, self.chain.steps[0], self.task_id,
+                self.chain.task_id(owner), self.source.release(splits)))
         for sid, by_owner in switch.losing.items():
             op = self.ops[sid]
             for owner, groups in sorted(by_owner.items()):
@@ -289,9 +339,19 @@ class LiveReconfiguration:
                         switch.reconfig_id, sid, self.task_id, self.task_id,
                         op.hand_over(switch.reconfig_id)))
         if switch.retiring and not self.finished:
-            self._end_ops()
+            if self._rewire_at_end is not None:
+                self._rewire_outputs(*self._rewire_at_end)
+                self._rewire_at_end = None
+            if not self._ops_ended:
+                if self._relocated_away:  # consumers that do not know of it yet wait
+                    self._broadcast(Marker(switch.reconfig_id))
+                self._end_ops()
+                for box in self._draining:  # channels the new plan dropped end too
+                    box.put(EndOfStream())
             self._retired = True
         else:
+            for channel in switch.restart - self._ended_inputs:
+                self.input_watermarks.restart(channel)
             for channel, marks in sorted(switch.deferred.items()):
                 for mark in marks:
                     self._on_message(mark, channel)

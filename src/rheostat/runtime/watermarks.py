@@ -30,6 +30,20 @@ class InputWatermarks:
         self._ended.append(False)
         return len(self._values) - 1
 
+    def restart(self, channel: int) -> None:
+        """Forget ``channel``'s watermark (and idleness): its sender states it again, maybe
+        lower (a source task that took over a split). The combined watermark does not go
+        back; it holds until the channel speaks.
+
+        >>> w = InputWatermarks(2)
+        >>> w.update(0, 10), w.update(1, 20)
+        (None, 10)
+        >>> w.restart(0); w.update(1, 30), w.update(0, 5), w.current
+        (None, None, 10)
+        """
+        self._values[channel] = MIN_WATERMARK
+        self._idle[channel] = False
+
     @property
     def all_idle(self) -> bool:
         active = [i for i in range(len(self._values)) if not self._ended[i]]
