@@ -11,7 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from windowed_job import STEP, committed, compare, events, flow, reference
+from windowed_job import (
+    STEP,
+    checkpoints_done,
+    committed,
+    compare,
+    events,
+    flow,
+    reference,
+    rescale_after_restart,
+    wait_until,
+)
 
 import rheostat as rs
 
@@ -20,18 +30,6 @@ def start(tmp_path: Path, data, sink_dir: Path, **kw) -> rs.Job:
     return rs.start(flow(data, sink_dir, **kw), parallelism=2, workers=2,
                     checkpoint_interval="300ms", checkpoint_dir=str(tmp_path / "chk"),
                     restart=rs.RestartPolicy(attempts=3, backoff_s=0.05))
-
-
-def wait_until(condition, timeout: float = 60.0) -> None:
-    """Pacing only: until ``condition()`` holds (or the timeout; the output decides)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not condition():
-        time.sleep(0.02)
-
-
-def checkpoints_done(job: rs.Job) -> int:
-    return job.sql("select count(*) from checkpoints where state = 'completed'").column(0)[0] \
-        .as_py()
 
 
 def rows_flowing(job: rs.Job) -> bool:
@@ -83,14 +81,7 @@ def test_rescale_kill_rescale_commits_exactly_the_failure_free_windows(tmp_path,
         os.kill(local_workers()[1].pid, signal.SIGKILL)
         wait_until(lambda: job.controller.job.restarts >= 1
                    and job.controller.job.state == "running" and rows_flowing(job))
-        for _ in range(20):  # the restart may still be under way: ask again
-            try:
-                assert job.rescale(STEP, 1)["status"] == "done"
-                break
-            except rs.ReconfigError as exc:
-                if "ended" in str(exc):
-                    break
-                time.sleep(0.1)
+        rescale_after_restart(job, STEP, 1)
         result = job.wait()
     finally:
         job.cancel()

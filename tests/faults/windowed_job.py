@@ -8,6 +8,7 @@ sink too: the case in which sink transactions must survive plan changes.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,3 +120,29 @@ def compare(expected: list[Window], got: list[Window]) -> Diff:
     wrong = sum(n for w, n in have.items() if w not in want)
     duplicated = sum(n - want[w] for w, n in have.items() if w in want and n > want[w])
     return Diff(len(expected), lost, duplicated, wrong)
+
+
+def wait_until(condition: Any, timeout: float = 60.0) -> None:
+    """Pacing only: until ``condition()`` holds (or the timeout; the output decides)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.02)
+
+
+def checkpoints_done(job: rs.Job) -> int:
+    """How many checkpoints of ``job`` completed so far."""
+    done = job.sql("select count(*) from checkpoints where state = 'completed'")
+    return int(done.column(0)[0].as_py())
+
+
+def rescale_after_restart(job: rs.Job, step: str, parallelism: int) -> None:
+    """Rescale ``step`` once the job runs again after a restart (a request refused while
+    the restart is under way is asked again; one refused because the job ended is not)."""
+    for _ in range(20):
+        try:
+            assert job.rescale(step, parallelism)["status"] == "done"
+            return
+        except rs.ReconfigError as exc:
+            if "ended" in str(exc):
+                return
+            time.sleep(0.1)

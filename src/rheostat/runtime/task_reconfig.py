@@ -23,7 +23,12 @@ from rheostat.plan.physical import Edge, PhysicalPlan
 from rheostat.plan.reconfig import ReconfigSpec
 from rheostat.runtime.channels import InputEndpoint, Outbox, OutputEndpoint
 from rheostat.runtime.messages import EndOfStream, Marker, Message
-from rheostat.runtime.operator import Operator, build_operator
+from rheostat.runtime.operator import (
+    KeyedStateOperator,
+    Operator,
+    TransactionalOperator,
+    build_operator,
+)
 from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
 from rheostat.runtime.routing import Router, make_router
 
@@ -206,7 +211,7 @@ class LiveReconfiguration:
     def _expect_state(self, spec: ReconfigSpec) -> None:
         if self.task_id in spec.relocated:  # the new instance of a task that moved here
             self._awaiting.update((sid, self.index) for sid, op in self.ops.items()
-                                  if hasattr(op, "hand_over"))
+                                  if isinstance(op, TransactionalOperator))
         if self.source is not None:
             head = self.chain.steps[0]
             gaining = spec.gaining_splits(head, self.index)
@@ -272,11 +277,7 @@ class LiveReconfiguration:
                 trial = build_operator(plan.steps[sid])
                 trial.open(dataclasses.replace(old.ctx, step=plan.steps[sid],
                                                emit_to=lambda batch, port: None))
-                check = getattr(old, "check_state", None)
-                if check is not None and hasattr(trial, "fn"):
-                    check(trial.fn)  # the new version reads the live state; nothing copied
-                elif hasattr(old, "snapshot_state"):
-                    trial.restore([old.checkpoint(0)])
+                old.check_update(trial)
             except Exception as exc:
                 refusal = (f"the new function of step {sid!r} does not accept the state of "
                            f"task {self.task_id}: {type(exc).__name__}: {exc}")
@@ -327,14 +328,15 @@ class LiveReconfiguration:
                 self.chain.task_id(owner), self.source.release(splits)))
         for sid, by_owner in switch.losing.items():
             op = self.ops[sid]
+            assert isinstance(op, KeyedStateOperator), f"step {sid!r} moves key groups"
             for owner, groups in sorted(by_owner.items()):
-                state = op.snapshot_state(groups)  # type: ignore[attr-defined]
+                state = op.snapshot_state(groups)
                 self.handoffs.append(StateHandoff(
                     switch.reconfig_id, sid, self.task_id, self.chain.task_id(owner), state))
-            op.drop_state([g for gs in by_owner.values() for g in gs])  # type: ignore[attr-defined]
+            op.drop_state([g for gs in by_owner.values() for g in gs])
         if self._relocated_away:  # sinks hand their open transaction to the new instance
             for sid, op in self.ops.items():
-                if hasattr(op, "hand_over"):
+                if isinstance(op, TransactionalOperator):
                     self.handoffs.append(StateHandoff(
                         switch.reconfig_id, sid, self.task_id, self.task_id,
                         op.hand_over(switch.reconfig_id)))

@@ -17,7 +17,17 @@ import pytest
 import rheostat as rs
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "faults"))
-from windowed_job import STEP, WINDOW_MS, committed, compare, events, reference
+from windowed_job import (
+    STEP,
+    WINDOW_MS,
+    checkpoints_done,
+    committed,
+    compare,
+    events,
+    reference,
+    rescale_after_restart,
+    wait_until,
+)
 
 SPLITS = 12
 
@@ -48,18 +58,6 @@ def flow(data, out: Path, rate: float | None = 30_000,
      .aggregate(name=STEP, n=rs.agg.count(), total=rs.agg.sum("v"))
      .sink("out", rs.sinks.parquet(str(out))))
     return f
-
-
-def wait_until(condition, timeout: float = 60.0) -> None:
-    """Pacing only: until ``condition()`` holds (or the timeout; the output decides)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not condition():
-        time.sleep(0.02)
-
-
-def checkpoints_done(job: rs.Job) -> int:
-    return job.sql("select count(*) from checkpoints where state = 'completed'").column(0)[0] \
-        .as_py()
 
 
 def start(tmp_path: Path, data, out: Path) -> rs.Job:
@@ -102,14 +100,7 @@ def test_rescale_kill_rescale_of_a_source_reads_every_row_once(tmp_path, local_w
         os.kill(local_workers()[0].pid, signal.SIGKILL)
         wait_until(lambda: job.controller.job.restarts >= 1 and job.controller.job.state ==
                    "running")
-        for _ in range(20):  # the restart may still be under way: ask again
-            try:
-                assert job.rescale("ev", 2)["status"] == "done"
-                break
-            except rs.ReconfigError as exc:
-                if "ended" in str(exc):
-                    break
-                time.sleep(0.1)
+        rescale_after_restart(job, "ev", 2)
         result = job.wait()
     finally:
         job.cancel()
