@@ -61,7 +61,7 @@ def test_rescale_and_move_a_running_job_from_the_cli(tmp_path):
         status = rheostat("status", "reshape-cli", cwd=tmp_path)
         assert status.returncode == 0 and "counts#2" in status.stdout, status.stdout
         bad = rheostat("rescale", "reshape-cli", "ev", "3", cwd=tmp_path)
-        assert bad.returncode == 1 and "sources keep" in bad.stdout + bad.stderr
+        assert bad.returncode == 1 and "splits=N" in bad.stdout + bad.stderr
         output, _ = job.communicate(timeout=120)
     finally:
         job.kill()

@@ -23,6 +23,10 @@ class RowsSource(Source):
     def schema(self) -> pa.Schema:
         return self.table.schema
 
+    def __repr__(self) -> str:
+        splits = "" if self.n_splits is None else f", splits={self.n_splits}"
+        return f"testing.rows(<{self.table.num_rows} rows>{splits})"
+
     def splits(self, parallelism: int) -> list[tuple[int, int]] | list[tuple[int, int, int]]:
         """``splits=N``: ``(i, N, batch_size)``, batches ``i, i+N, ...`` of the table.
         Without: one contiguous row range ``(start, stop)`` per task."""
