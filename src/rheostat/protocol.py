@@ -86,26 +86,18 @@ class SinkData:
     key: Any = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _sink_data, (self.step_id, to_ipc(self.batch), self.key)
+        return _sink_data, (self.step_id, _to_ipc(self.batch), self.key)
 
 
-def to_ipc(data: pa.Table | pa.RecordBatch) -> bytes:
-    """``data`` as one Arrow IPC stream: only the rows it holds, not the whole buffers a
-    slice of them points into (plain pickling writes those)."""
+def _to_ipc(batch: pa.RecordBatch) -> bytes:
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, data.schema) as writer:
-        writer.write(data)
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
 
 
-def from_ipc(blob: bytes, table: bool) -> pa.Table | pa.RecordBatch:
-    """What :func:`to_ipc` wrote: a table, or (``table=False``) a record batch."""
-    reader = pa.ipc.open_stream(pa.py_buffer(blob))
-    return reader.read_all() if table else reader.read_next_batch()
-
-
 def _sink_data(step_id: str, ipc: bytes, key: Any) -> SinkData:
-    return SinkData(step_id, from_ipc(ipc, table=False), key)
+    return SinkData(step_id, pa.ipc.open_stream(pa.py_buffer(ipc)).read_next_batch(), key)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ import pyarrow as pa
 from rheostat.plan.keygroups import owners_digest
 from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan
-from rheostat.protocol import from_ipc, to_ipc
 from rheostat.runtime.source import UNRECORDED, SplitState
 from rheostat.runtime.task import TaskRestore, TaskSnapshot
 
@@ -54,12 +53,22 @@ class _StatePickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, pa.Table | pa.RecordBatch):
-            return from_ipc, (to_ipc(obj), isinstance(obj, pa.Table))
+            return _from_ipc, (_to_ipc(obj), isinstance(obj, pa.Table))
         return NotImplemented
 
 
-#: Checkpoints written before protocol.from_ipc existed name this one in their pickles.
-_from_ipc = from_ipc
+def _to_ipc(data: pa.Table | pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, data.schema) as writer:
+        writer.write(data)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(blob: bytes, table: bool) -> pa.Table | pa.RecordBatch:
+    reader = pa.ipc.open_stream(pa.py_buffer(blob))
+    if table:
+        return reader.read_all()
+    return reader.read_next_batch()
 
 
 def dumps_state(state: Any) -> bytes:
