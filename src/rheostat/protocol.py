@@ -19,6 +19,9 @@ from typing import Any
 
 import pyarrow as pa
 
+# Re-exported: the ids that events and commands carry.
+from rheostat.plan.ids import CheckpointId as CheckpointId
+from rheostat.plan.ids import TaskId as TaskId
 from rheostat.plan.reconfig import ReconfigSpec
 
 # --- what a task reports during a live reconfiguration ------------------------------

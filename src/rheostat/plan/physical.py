@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rheostat.plan.errors import FlowError
+from rheostat.plan.ids import TaskId
 from rheostat.plan.keygroups import DEFAULT_MAX_PARALLELISM, default_owners
 from rheostat.plan.logical import FORWARD, REBALANCE, Routing, SinkStep, SourceStep, Step
 
@@ -39,8 +40,8 @@ class Chain:
     steps: tuple[str, ...]
     parallelism: int
 
-    def task_id(self, index: int) -> str:
-        return f"{self.chain_id}#{index}"
+    def task_id(self, index: int) -> TaskId:
+        return TaskId.of(self.chain_id, index)
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,9 @@ class Channel:
 
     channel_id: int
     edge: Edge
-    src_task: str
+    src_task: TaskId
     src_index: int
-    dst_task: str
+    dst_task: TaskId
     dst_index: int
 
 
@@ -79,7 +80,7 @@ class PhysicalPlan:
         raise KeyError(step_id)
 
     @property
-    def task_ids(self) -> list[str]:
+    def task_ids(self) -> list[TaskId]:
         return [c.task_id(i) for c in self.chains for i in range(c.parallelism)]
 
     def inputs_of(self, task_id: str) -> list[Channel]:
