@@ -75,10 +75,23 @@ class WorkerDied:
     exitcode: int | None
 
 
+@dataclass
+class TaskMetrics:
+    """What a task has done so far: its counts grow, its watermark is its latest."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    batches_in: int = 0
+    busy_s: float = 0.0
+    backpressure_s: float = 0.0
+    watermark: int | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class MetricsReport:
     worker: int
-    tasks: dict[str, Any] = field(default_factory=dict)  # task id -> its TaskMetrics
+    tasks: dict[str, TaskMetrics] = field(default_factory=dict)  # task id -> its metrics
 
 
 @dataclass(frozen=True)

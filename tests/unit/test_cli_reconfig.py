@@ -23,8 +23,8 @@ from rheostat.control.http_api import ApiError, HttpApi, HttpApiSettings, JobSna
 from rheostat.control.reconfig_json import ops_from_json
 from rheostat.control.tables import JobTables
 from rheostat.plan.reconfig import MoveKeyGroups, Rescale, SetKnob, UpdateFunction
+from rheostat.protocol import TaskMetrics
 from rheostat.runtime.io import Source, SourceReader
-from rheostat.runtime.task import TaskMetrics
 
 DONE = {"reconfig_id": 3, "status": "done", "duration_ms": 120.4, "reason": None}
 

@@ -21,9 +21,9 @@ from rheostat.control.http_api import (
     authorize,
     render_prometheus,
 )
+from rheostat.protocol import TaskMetrics
 from rheostat.runtime.checkpoint import CheckpointStore
 from rheostat.runtime.io import Source, SourceReader
-from rheostat.runtime.task import TaskMetrics
 
 # --- pure parts ---------------------------------------------------------------------------
 

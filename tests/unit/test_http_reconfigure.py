@@ -14,7 +14,7 @@ from rheostat.control.http_api import ApiError, HttpApi, HttpApiSettings, JobSna
 from rheostat.control.reconfig_json import ops_from_json
 from rheostat.control.tables import JobTables
 from rheostat.plan.reconfig import Rescale, SetKnob
-from rheostat.runtime.task import TaskMetrics
+from rheostat.protocol import TaskMetrics
 
 ADMIN, READ = "the-admin-token", "the-read-token"
 ROUTES = [("GET", "/v1/job"), ("GET", "/v1/sql?q=select%201"), ("GET", "/metrics"),

@@ -11,7 +11,7 @@ from rheostat.backends.base import (
     WorkerDied,
 )
 from rheostat.control.job import JobStateMachine, Restart
-from rheostat.runtime.task import TaskMetrics
+from rheostat.protocol import TaskMetrics
 
 
 def test_finishes_when_every_task_finished():

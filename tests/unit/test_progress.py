@@ -22,8 +22,8 @@ from rheostat.observe.progress import (
     summary,
 )
 from rheostat.plan.physical import PhysicalPlan, lower
+from rheostat.protocol import TaskMetrics
 from rheostat.runtime.messages import MAX_WATERMARK, MIN_WATERMARK
-from rheostat.runtime.task import TaskMetrics
 
 
 def _plan(parallelism: int = 2) -> PhysicalPlan:

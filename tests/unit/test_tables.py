@@ -9,7 +9,7 @@ import rheostat as rs
 from rheostat.control.tables import JobTables, query_file
 from rheostat.plan.logical import Input, Port, Routing, SinkStep, SourceStep, UnionStep
 from rheostat.plan.physical import lower
-from rheostat.runtime.task import TaskMetrics
+from rheostat.protocol import TaskMetrics
 
 
 def plan():

@@ -46,7 +46,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from rheostat.control.tables import JobTables
-from rheostat.runtime.task import TaskMetrics
+from rheostat.protocol import TaskMetrics
 
 log = logging.getLogger("rheostat.http")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from rheostat.plan.physical import PhysicalPlan
-from rheostat.runtime.task import TaskMetrics
+from rheostat.protocol import TaskMetrics
 
 SCHEMA = """
 create table if not exists jobs (

@@ -30,8 +30,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from rheostat.plan.physical import Chain, PhysicalPlan
+from rheostat.protocol import TaskMetrics
 from rheostat.runtime.messages import MAX_WATERMARK, MIN_WATERMARK
-from rheostat.runtime.task import TaskMetrics
 
 if TYPE_CHECKING:
     from rheostat.control.controller import JobResult

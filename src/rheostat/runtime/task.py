@@ -20,6 +20,7 @@ import pyarrow as pa
 from rheostat.plan.keygroups import groups_of
 from rheostat.plan.logical import STATEFUL_KINDS, SourceStep
 from rheostat.plan.physical import Channel, PhysicalPlan
+from rheostat.protocol import TaskMetrics
 from rheostat.runtime.channels import InputEndpoint, Outbox, OutputEndpoint
 from rheostat.runtime.errors import UserFunctionError, describe_batch
 from rheostat.runtime.keys import key_groups
@@ -42,17 +43,6 @@ from rheostat.runtime.watermarks import InputWatermarks
 
 class StepError(RuntimeError):
     """An operator failed; names the step and what it was handling."""
-
-
-@dataclass
-class TaskMetrics:
-    rows_in: int = 0
-    rows_out: int = 0
-    batches_in: int = 0
-    busy_s: float = 0.0
-    backpressure_s: float = 0.0
-    watermark: int | None = None
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
