@@ -46,7 +46,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from rheostat.control.tables import JobTables
-from rheostat.protocol import TaskMetrics
+from rheostat.protocol import TaskId, TaskMetrics
 
 log = logging.getLogger("rheostat.http")
 
@@ -185,7 +185,7 @@ def render_prometheus(snapshot: JobSnapshot) -> str:
         lines.extend(f"{name}{{{labels}}} {_number(v)}" for labels, v in rows)
 
     def task_labels(task: str) -> str:
-        chain, steps = snapshot.chains.get(task, (task.rsplit("#", 1)[0], ""))
+        chain, steps = snapshot.chains.get(task, (TaskId(task).chain, ""))
         return (f'job="{job}",task="{_label(task)}",chain="{_label(chain)}",'
                 f'steps="{_label(steps)}"')
 

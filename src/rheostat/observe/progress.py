@@ -155,11 +155,6 @@ def format_counters(counters: Mapping[str, int]) -> str:
 # --- per-chain aggregation -------------------------------------------------------------
 
 
-def chain_of_task(task_id: str) -> str:
-    """``'src.map#3' -> 'src.map'``: a task id is ``<chain_id>#<index>``."""
-    return task_id.rsplit("#", 1)[0]
-
-
 def chain_label(chain: Chain) -> str:
     """The chain's steps joined by arrows: ``'bids → bids.map'``."""
     return " → ".join(chain.steps)

@@ -27,6 +27,7 @@ from itertools import zip_longest
 from typing import Any
 
 from rheostat.plan.errors import FlowError
+from rheostat.plan.ids import TaskId
 from rheostat.plan.logical import STATEFUL_KINDS, SourceStep, Step
 from rheostat.plan.physical import Chain, Channel, PhysicalPlan
 from rheostat.plan.splits import split_moves, splits_of
@@ -227,7 +228,7 @@ def plan_reconfiguration(
     relocate = _relocations(plan, placement, workers, ops)
     n_splits: dict[str, int] = {}  # source step -> its splits, for sources whose tasks change
     for task in relocate:
-        moving = plan.chain_of(task.rsplit("#", 1)[0])
+        moving = plan.chain_of(TaskId(task).chain)
         head = plan.steps[moving.steps[0]]
         if isinstance(head, SourceStep):
             n_splits[head.step_id] = len(_source_splits(head, moving.parallelism,
@@ -333,7 +334,7 @@ def _relocations(
                                 f"{op.worker!r}")
         if placement[op.task] == op.worker:
             raise ReconfigError(f"task {op.task!r} is on worker {op.worker} already")
-        chain = next(c for c in plan.chains if op.task.rsplit("#", 1)[0] == c.chain_id)
+        chain = next(c for c in plan.chains if TaskId(op.task).chain == c.chain_id)
         for sid in chain.steps:
             kind = plan.steps[sid].kind
             if kind in STATEFUL_KINDS and sid not in plan.key_group_owners:
@@ -447,8 +448,8 @@ def _build(
               if a != b}
         for sid, o in new_owners.items()
     }
-    for task in relocate:  # every key group of a moving task goes with it
-        chain_id, index = task.rsplit("#", 1)[0], int(task.rsplit("#", 1)[1])
+    for task in map(TaskId, relocate):  # every key group of a moving task goes with it
+        chain_id, index = task.chain, task.index
         for sid in next(c for c in chains if c.chain_id == chain_id).steps:
             if sid in new_owners:
                 moves.setdefault(sid, {}).update(
@@ -458,8 +459,8 @@ def _build(
     for sid, n in n_splits.items():
         old_p, new_p = plan.chain_of(sid).parallelism, chain_of[sid].parallelism
         moved_splits[sid] = split_moves(n, old_p, new_p)
-    for task in relocate:  # every split of a moving source task goes with it
-        chain_id, index = task.rsplit("#", 1)[0], int(task.rsplit("#", 1)[1])
+    for task in map(TaskId, relocate):  # every split of a moving source task goes with it
+        chain_id, index = task.chain, task.index
         head = plan.chain_of(chain_id).steps[0]
         if head in n_splits:
             moved_splits.setdefault(head, {}).update(
@@ -473,12 +474,12 @@ def _build(
     consumers = {chain_of[e.dst_step].chain_id for e in plan.edges
                  if chain_of[e.src_step].chain_id in reading} - reading
     affected = frozenset(rescaled | {chain_of[sid].chain_id for sid in moves}
-                         | {t.rsplit("#", 1)[0] for t in relocate} | reading | consumers)
+                         | {TaskId(t).chain for t in relocate} | reading | consumers)
     new_placement = {t: w for t, w in placement.items() if t in new_tasks}
     new_placement.update(relocate)
     for t in new_plan.task_ids:
         if t not in new_placement:
-            new_placement[t] = int(t.rsplit("#", 1)[1]) % workers
+            new_placement[t] = t.index % workers
     spec = ReconfigSpec(
         reconfig_id, moves, affected,
         tuple(t for t in new_plan.task_ids if t not in old_tasks),

@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from rheostat.plan.ids import TaskId
 from rheostat.plan.keygroups import owners_digest
 from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan
@@ -96,14 +97,14 @@ def restore_for_task(
 
     ``regrouped``: keyed steps whose key groups had other owners in the checkpoint.
     """
-    chain_id, index_text = task_id.rsplit("#", 1)
-    index = int(index_text)
+    task = TaskId(task_id)
+    chain_id, index = task.chain, task.index
     chain = plan.chain_of(chain_id)
     names = set(part_names)
     # Tasks a live rescale retired leave their final parts in later checkpoints (their
     # sinks' transactions among them): they count as old tasks too.
-    indexes = [int(n.split("/", 1)[0].rsplit("#", 1)[1]) for n in names
-               if n.split("/", 1)[0].rsplit("#", 1)[0] == chain_id]
+    indexes = [t.index for t in (TaskId(n.split("/", 1)[0]) for n in names)
+               if t.chain == chain_id]
     old_p = max([old_parallelism.get(chain_id, chain.parallelism), *(i + 1 for i in indexes)])
     mine = [j for j in range(old_p) if j % chain.parallelism == index]
     # Keyed state moves between tasks only when the parallelism or the owners changed:
@@ -117,7 +118,7 @@ def restore_for_task(
         sources = range(old_p) if keyed and rescaled else mine
         parts = [
             pickle.loads(read(name)) for j in sources
-            if (name := f"{chain_id}#{j}/{step_id}") in names
+            if (name := f"{TaskId.of(chain_id, j)}/{step_id}") in names
         ]
         if parts:
             restore.states[step_id] = parts
@@ -126,7 +127,7 @@ def restore_for_task(
     marked = range(old_p) if chain_keyed and rescaled else mine
     # A source task reads every old task's part: its splits may have been anyone's.
     for j in range(old_p) if is_source else marked:
-        name = f"{chain_id}#{j}/{TASK_PART}"
+        name = f"{TaskId.of(chain_id, j)}/{TASK_PART}"
         if name in names:
             meta = pickle.loads(read(name))
             if meta["sources"]:

@@ -44,6 +44,7 @@ from rheostat.backends.base import (
 from rheostat.backends.hosting import boot_blob
 from rheostat.backends.ray.actor import WorkerActor, kill_quietly
 from rheostat.plan.physical import PhysicalPlan
+from rheostat.protocol import TaskId
 
 log = logging.getLogger("rheostat.ray")
 
@@ -365,7 +366,7 @@ def node_id(node: str) -> str:
 
 def task_resources(plan: PhysicalPlan, task_id: str) -> dict[str, float]:
     """What one task asks for: per resource, the most any step of its chain asks."""
-    chain_id = task_id.rsplit("#", 1)[0]
+    chain_id = TaskId(task_id).chain
     chain = next(c for c in plan.chains if c.chain_id == chain_id)
     wants: dict[str, float] = {}
     for step_id in chain.steps:
