@@ -89,7 +89,7 @@ class TaskHost:
     def newly_finished(self) -> list[str]:
         """Tasks that finished since the last call. The old instance of a task that moved
         to another worker is dropped once it has finished, unreported: the task runs on."""
-        left = [t for t in self.tasks if t.finished and t._relocated_away and not t.handoffs]
+        left = [t for t in self.tasks if t.finished and t.relocated_away and not t.handoffs]
         if left:
             self.tasks = [t for t in self.tasks if t not in left]
         out = [t.task_id for t in self.tasks

@@ -9,8 +9,9 @@ new input, which is how backpressure reaches the sources.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,26 @@ import pyarrow as pa
 from rheostat.plan.keygroups import groups_of
 from rheostat.plan.logical import STATEFUL_KINDS, SourceStep
 from rheostat.plan.physical import Channel, PhysicalPlan
+from rheostat.plan.reconfig import ReconfigSpec
 from rheostat.protocol import TaskMetrics
 from rheostat.runtime.channels import InputEndpoint, Outbox, OutputEndpoint
 from rheostat.runtime.errors import UserFunctionError, describe_batch
+from rheostat.runtime.handover import (
+    Action,
+    ExpectSplits,
+    Handover,
+    HandOverGroups,
+    HandOverSplits,
+    HandOverTransactions,
+    Install,
+    Release,
+    Replay,
+    Report,
+    RestartWatermarks,
+    Retire,
+    TakeOver,
+    part_of,
+)
 from rheostat.runtime.keys import key_groups
 from rheostat.runtime.messages import (
     FINAL_CHECKPOINT,
@@ -33,12 +51,24 @@ from rheostat.runtime.messages import (
     Message,
     Watermark,
 )
-from rheostat.runtime.operator import Operator, OperatorContext, build_operator, keep_key_groups
+from rheostat.runtime.operator import (
+    KeyedStateOperator,
+    Operator,
+    OperatorContext,
+    TransactionalOperator,
+    build_operator,
+    keep_key_groups,
+)
 from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
-from rheostat.runtime.routing import make_router
 from rheostat.runtime.source import SourceDriver, SplitState
-from rheostat.runtime.task_reconfig import LiveReconfiguration, _Edge, _hash_keys, _Next, _Switch
 from rheostat.runtime.watermarks import InputWatermarks
+from rheostat.runtime.wiring import (
+    NextOp,
+    hash_keys,
+    replace_operator,
+    rewire_outputs,
+    wire_outputs,
+)
 
 
 class StepError(RuntimeError):
@@ -67,7 +97,7 @@ class TaskRestore:
     watermark: int | None = None
 
 
-class Task(LiveReconfiguration):
+class Task:
     def __init__(
         self,
         plan: PhysicalPlan,
@@ -93,16 +123,15 @@ class Task(LiveReconfiguration):
         )
         op_steps = self.chain.steps[1:] if self.source else self.chain.steps
         self.ops = {sid: build_operator(plan.steps[sid]) for sid in op_steps}
-        self._targets: dict[tuple[str, str], list[_Edge | _Next]] = {}
-        self._edges: list[_Edge] = []
-        self._wire_outputs(plan, outputs)
+        self._targets, self._edges = wire_outputs(
+            plan, task_id, self.index, self.ops, self.chain.steps, outputs)
         self.outboxes = [o for e in self._edges for o in e.outboxes.values()]
         # Inputs: (endpoint, head step input index, position in the watermark tracker)
         in_channels: list[Channel] = sorted(
             plan.inputs_of(task_id), key=lambda c: c.channel_id
         )
         self.inputs = [(inputs[c.channel_id], c.edge.dst_input) for c in in_channels]
-        self._input_keys = [_hash_keys(c.edge) for c in in_channels]
+        self._input_keys = [hash_keys(c.edge) for c in in_channels]
         self._input_chains = [c.src_task.rsplit("#", 1)[0] for c in in_channels]
         self.input_watermarks = InputWatermarks(len(self.inputs))
         self._ended_inputs: set[int] = set()
@@ -113,21 +142,13 @@ class Task(LiveReconfiguration):
         self._aligned: set[int] = set()  # inputs that delivered its barrier: held back
         # Hold inputs back only if some step here needs exactly-once (the default).
         self._align = not all(plan.steps[s].at_least_once for s in self.chain.steps)
-        # Live reconfiguration (see reconfigure()).
+        # Live reconfiguration: the protocol's state is the handover's; this task carries
+        # out its actions (see reconfigure()).
+        self.handover = Handover()
         self.handoffs: list[StateHandoff] = []  # drained by the host
         self.reconfigured: list[TaskReconfigured | UpdateChecked] = []  # drained by the host
-        self._known_reconfig = 0  # the newest reconfiguration whose command arrived
-        self._early: dict[int, set[int]] = {}  # markers of reconfigurations not yet known
-        self._switch: _Switch | None = None
-        self._report: int | None = None  # reconfiguration to report once done
-        self._awaiting: set[tuple[str, int]] = set()  # (step, old owner) handoffs to install
-        self._pending: np.ndarray | None = None  # key groups whose state has not arrived
-        self._held: list[tuple[pa.RecordBatch, int]] = []  # their rows, in arrival order
-        self._held_watermark: int | None = None
-        self._end_deferred = False
         self._ops_ended = False
         self._retired = False
-        self._relocated_away = False  # a Place moved this task: another instance runs it
         self._draining: list[Outbox] = []  # outboxes to retired tasks, flushing a marker
         self._rewire_at_end: Any = None  # a retiring task's new wiring, for when it leaves
         for sid, op in self.ops.items():
@@ -158,24 +179,6 @@ class Task(LiveReconfiguration):
 
     # --- wiring ---------------------------------------------------------------------
 
-    def _wire_outputs(self, plan: PhysicalPlan, outputs: dict[int, OutputEndpoint]) -> None:
-        my_channels = plan.outputs_of(self.task_id)
-        for sid in self.chain.steps:
-            for edge in [e for e in plan.edges if e.src_step == sid]:
-                targets = self._targets.setdefault((sid, edge.src_port), [])
-                if edge.dst_step in self.chain.steps:
-                    targets.append(_Next(self.ops[edge.dst_step], edge.dst_input))
-                    continue
-                chans = [c for c in my_channels if c.edge == edge]
-                router = make_router(
-                    edge.routing, self.index, plan.parallelism[edge.dst_step],
-                    plan.key_group_owners.get(edge.dst_step), plan.max_parallelism,
-                )
-                out = _Edge(edge, router,
-                            {c.dst_index: Outbox(outputs[c.channel_id]) for c in chans})
-                targets.append(out)
-                self._edges.append(out)
-
     def _emitter(self, step_id: str) -> Callable[[pa.RecordBatch, str], None]:
         def emit(batch: pa.RecordBatch, port: str) -> None:
             self._dispatch(step_id, port, batch)
@@ -189,7 +192,7 @@ class Task(LiveReconfiguration):
             self.metrics.counters[key] = self.metrics.counters.get(key, 0) + batch.num_rows
             return
         for target in targets:
-            if isinstance(target, _Next):
+            if isinstance(target, NextOp):
                 self._call(target.op, "on_batch", batch, target.input_index)
             else:
                 self.metrics.rows_out += batch.num_rows
@@ -232,7 +235,7 @@ class Task(LiveReconfiguration):
         elif self._ended() and not self.finished:
             self.finished = True
             # The state to keep once this task is gone (a moved task's new instance has it).
-            if self.checkpointing and not self._relocated_away:
+            if self.checkpointing and not self.relocated_away:
                 self._take_snapshot(FINAL_CHECKPOINT)
             for op in self.ops.values():
                 op.close()
@@ -270,7 +273,7 @@ class Task(LiveReconfiguration):
                 self._on_message(m, None)
             return bool(messages)
         n = len(self.inputs)
-        early = set().union(*self._early.values()) if self._early else ()
+        early = self.handover.early_inputs
         for k in range(n):
             i = (self._turn + k) % n
             if i in self._ended_inputs or (self._align and i in self._aligned) or i in early:
@@ -290,7 +293,8 @@ class Task(LiveReconfiguration):
                 self._dispatch(self.chain.steps[0], "main", message.data)
             else:
                 self._to_head(message.data, channel)
-        elif isinstance(message, Watermark | EndOfStream) and self._defer(message, channel):
+        elif (isinstance(message, Watermark | EndOfStream) and channel is not None
+              and self.handover.defer(channel, message)):
             return
         elif isinstance(message, Watermark):
             if channel is None:
@@ -312,30 +316,18 @@ class Task(LiveReconfiguration):
             self._maybe_aligned()
         elif isinstance(message, Marker):
             assert channel is not None, "markers travel on channels"
-            self._on_marker(message.reconfig_id, channel)
+            self._carry_out(self.handover.on_marker(message.reconfig_id, channel))
         elif isinstance(message, EndOfStream):
             if channel is not None:
                 self._ended_inputs.add(channel)
                 self._maybe_aligned()
-                self._marker_done(channel)
+                self._carry_out(self.handover.on_end(channel))  # it counts as the marker
                 advanced = self.input_watermarks.end(channel)
                 if advanced is not None:
                     self._advance_watermark(advanced)
-            if channel is None or len(self._ended_inputs) == len(self.inputs):
-                if self._pending is not None:
-                    self._end_deferred = True  # once the state it waits for is in
-                else:
-                    self._end_ops()
-
-    def _defer(self, message: Watermark | EndOfStream, channel: int | None) -> bool:
-        """After its marker, a channel's watermarks (and its end, a watermark at infinity)
-        speak for rows routed by the new plan: they wait until this task has handed its
-        leaving key groups over, so none of their windows fires early."""
-        sw = self._switch
-        if sw is None or channel is None or channel not in sw.marked:
-            return False
-        sw.deferred.setdefault(channel, []).append(message)
-        return True
+            if ((channel is None or len(self._ended_inputs) == len(self.inputs))
+                    and not self.handover.hold_end()):  # else once the state it waits for is in
+                self._end_ops()
 
     def _end_ops(self) -> None:
         if self._ops_ended:
@@ -348,10 +340,11 @@ class Task(LiveReconfiguration):
     def _to_head(self, batch: pa.RecordBatch, channel: int) -> None:
         """Into the chain's first operator; rows of key groups whose state is on its way
         here wait for it."""
-        if self._pending is not None and (keys := self._input_keys[channel]) is not None:
-            waiting = np.isin(key_groups(batch, keys, self.plan.max_parallelism), self._pending)
+        pending = self.handover.pending
+        if pending is not None and (keys := self._input_keys[channel]) is not None:
+            waiting = np.isin(key_groups(batch, keys, self.plan.max_parallelism), pending)
             if waiting.any():
-                self._held.append((batch.filter(pa.array(waiting)), channel))
+                self.handover.hold(batch.filter(pa.array(waiting)), channel)
                 self.metrics.counters["reconfig_held_rows"] = (
                     self.metrics.counters.get("reconfig_held_rows", 0) + int(waiting.sum()))
                 batch = batch.filter(pa.array(~waiting))
@@ -402,8 +395,7 @@ class Task(LiveReconfiguration):
             self._call(op, "checkpoint_complete", checkpoint_id)
 
     def _advance_watermark(self, value: int) -> None:
-        if self._pending is not None:  # rows held back must not turn late
-            self._held_watermark = value
+        if self.handover.hold_watermark(value):  # rows held back must not turn late
             return
         self.metrics.watermark = value
         for op in self.ops.values():  # chain order: upstream results reach downstream first
@@ -419,3 +411,177 @@ class Task(LiveReconfiguration):
         m = self.metrics
         return TaskMetrics(m.rows_in, m.rows_out, m.batches_in, m.busy_s, m.backpressure_s,
                            m.watermark, counters)
+
+    # --- live reconfiguration: carrying out the handover's actions ----------------------
+
+    @property
+    def relocated_away(self) -> bool:
+        """A ``Place`` moved this task: another instance runs it, this one drains."""
+        return self.handover.leaving
+
+    def reconfigure(
+        self, plan: PhysicalPlan, spec: ReconfigSpec,
+        inputs: dict[int, InputEndpoint], outputs: dict[int, OutputEndpoint],
+    ) -> None:
+        """Take part in reconfiguration ``spec`` (the plan after it is ``plan``).
+
+        Called between messages. Outputs into a changed step get a marker on each old
+        channel and then route by the new plan; new input channels join the inputs; a
+        swapped function takes over now; and a task of a changed keyed step starts
+        waiting for markers on its old inputs, holding back rows of the key groups it
+        gains until their state arrives.
+        """
+        part = part_of(spec, plan, self.task_id, steps=self.ops, source_step=self._source_step,
+                       input_chains=self._input_chains)
+        old_inputs = len(self.inputs)
+        if not part.leaving:
+            self.plan = plan
+            self.chain = plan.chain_of(self.chain.chain_id)
+            if self.task_id in spec.removed:
+                # The rows still on its inputs were routed here under the old plan: they go
+                # on under it too, and its markers follow them when it retires.
+                self._rewire_at_end = (plan, spec, outputs)
+            else:
+                self._rewire(plan, spec, outputs)
+            for c in sorted(plan.inputs_of(self.task_id), key=lambda c: c.channel_id):
+                if c.channel_id in spec.new_channels:
+                    self.inputs.append((inputs[c.channel_id], c.edge.dst_input))
+                    self._input_keys.append(hash_keys(c.edge))
+                    self._input_chains.append(c.src_task.rsplit("#", 1)[0])
+                    self.input_watermarks.add_input()
+            for sid in [s for s in spec.updated_steps if s in self.ops]:
+                self._swap_operator(sid, plan)
+            if part.aligns and self.source is not None:
+                self.source.restate()  # consumers forget this task's watermark now
+            self._check_gains(part.gaining_splits, spec)
+        self._carry_out(self.handover.command(part, old_inputs, self._ended_inputs))
+
+    def join_reconfiguration(self, spec: ReconfigSpec) -> None:
+        """A task the reconfiguration created: wait for the state of its key groups."""
+        part = part_of(spec, self.plan, self.task_id, steps=self.ops, joining=True,
+                       source_step=self._source_step,
+                       transactions=[sid for sid, op in self.ops.items()
+                                     if isinstance(op, TransactionalOperator)])
+        self._check_gains(part.gaining_splits, spec)
+        self._carry_out(self.handover.command(part))
+
+    def install_state(self, step_id: str, from_task: str, state: Any) -> None:
+        """State of key groups (or splits) this task gains, handed over by their old owner."""
+        self._carry_out(self.handover.state_arrived(step_id, from_task, state))
+
+    @property
+    def _source_step(self) -> str | None:
+        return self.chain.steps[0] if self.source is not None else None
+
+    def _check_gains(self, gaining_splits: Mapping[int, Any], spec: ReconfigSpec) -> None:
+        if gaining_splits and self.source is not None and self.source.done \
+                and self.task_id not in spec.relocated:
+            # It finished after the controller planned this: its end of stream and final
+            # state are out, so it cannot read more. Failing restarts the job from its
+            # checkpoint with the plan before this change.
+            raise RuntimeError(
+                f"source task {self.task_id} had finished reading its splits when "
+                f"reconfiguration {spec.reconfig_id} gave it splits of task(s) "
+                f"{sorted(gaining_splits)}; the job goes back to its last checkpoint")
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        """Do what the handover asks, in order (an action may feed it again)."""
+        for action in actions:
+            match action:
+                case ExpectSplits(splits):
+                    assert self.source is not None
+                    self.source.expect(splits)
+                case HandOverGroups(r, sid, owner, groups):
+                    op = self.ops[sid]
+                    assert isinstance(op, KeyedStateOperator), f"step {sid!r} moves key groups"
+                    self._send_state(r, sid, owner, op.snapshot_state(list(groups)))
+                    op.drop_state(list(groups))
+                case HandOverSplits(r, owner, splits):
+                    assert self.source is not None
+                    self._send_state(r, self.chain.steps[0], owner, self.source.release(splits))
+                case HandOverTransactions(r):  # sinks hand their open transaction over
+                    for sid, op in self.ops.items():
+                        if isinstance(op, TransactionalOperator):
+                            self.handoffs.append(StateHandoff(
+                                r, sid, self.task_id, self.task_id, op.hand_over(r)))
+                case Retire(r, leaving):
+                    self._retire(r, leaving)
+                case RestartWatermarks(channels):
+                    for channel in channels:
+                        self.input_watermarks.restart(channel)
+                case Replay(messages):
+                    for channel, message in messages:
+                        self._on_message(message, channel)
+                case Install(states):
+                    for sid, from_task, state in states:
+                        self.install_state(sid, from_task, state)
+                case TakeOver(sid, _, state):
+                    if self.source is not None and sid == self.chain.steps[0]:
+                        self.source.adopt(state)  # splits: read on from where they were left
+                    else:
+                        self._call(self.ops[sid], "take_over", state)
+                case Release(rows, watermark, end):
+                    for batch, channel in rows:  # in the order they arrived
+                        self._to_head(batch, channel)
+                    if watermark is not None:
+                        self._advance_watermark(watermark)
+                    if end:
+                        self._end_ops()
+                case Report(r):
+                    self.reconfigured.append(TaskReconfigured(r, self.task_id))
+                case _:
+                    raise AssertionError(f"unknown action {action!r}")
+
+    def _send_state(self, reconfig_id: int, step_id: str, owner: int, state: Any) -> None:
+        self.handoffs.append(StateHandoff(
+            reconfig_id, step_id, self.task_id, self.chain.task_id(owner), state))
+
+    def _retire(self, reconfig_id: int, leaving: bool) -> None:
+        """End like a finished task; what it still owes the channels the new plan dropped
+        goes out first."""
+        if self.finished:
+            return
+        if self._rewire_at_end is not None:
+            self._rewire(*self._rewire_at_end)
+            self._rewire_at_end = None
+        if not self._ops_ended:
+            if leaving:  # consumers that do not know of it yet wait
+                self._broadcast(Marker(reconfig_id))
+            self._end_ops()
+            for box in self._draining:  # channels the new plan dropped end too
+                box.put(EndOfStream())
+        self._retired = True
+
+    def _rewire(
+        self, plan: PhysicalPlan, spec: ReconfigSpec, outputs: dict[int, OutputEndpoint]
+    ) -> None:
+        self._draining += rewire_outputs(self._edges, plan, self.task_id, self.index, spec,
+                                         outputs, self._ops_ended)
+        self.outboxes = [o for e in self._edges for o in e.outboxes.values()]
+
+    def check_update(self, plan: PhysicalPlan, reconfig_id: int, steps: tuple[str, ...]) -> None:
+        """Before a function update: would the new version take this task's state? It is
+        built aside and given a copy of the state; nothing here changes."""
+        for sid in steps:
+            if sid not in self.ops:
+                continue
+            old = self.ops[sid]
+            refusal = None
+            try:
+                trial = build_operator(plan.steps[sid])
+                trial.open(dataclasses.replace(old.ctx, step=plan.steps[sid],
+                                               emit_to=lambda batch, port: None))
+                old.check_update(trial)
+            except Exception as exc:
+                refusal = (f"the new function of step {sid!r} does not accept the state of "
+                           f"task {self.task_id}: {type(exc).__name__}: {exc}")
+            self.reconfigured.append(UpdateChecked(reconfig_id, self.task_id, refusal))
+
+    def _swap_operator(self, step_id: str, plan: PhysicalPlan) -> None:
+        """Run the step's new function (or knobs) from here on, with the state it has."""
+        old = self.ops[step_id]
+        new = build_operator(plan.steps[step_id])
+        new.open(dataclasses.replace(old.ctx, step=plan.steps[step_id]))
+        self._call(new, "adopt", old)  # checked before the switch (check_update)
+        self.ops[step_id] = new
+        replace_operator(self._targets, old, new)
