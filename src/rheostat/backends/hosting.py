@@ -60,11 +60,17 @@ class WorkerError(RuntimeError):
 
 def boot_blob(
     plan: PhysicalPlan, placement: dict[str, int], capacity: int, metrics_interval: float,
-    store: Any, restore: Any, sys_path: list[str],
+    store: Any, restore: Any, sys_path: list[str], joining: bool = False,
 ) -> dict[str, Any]:
     """What a worker needs to start: picklable with the standard pickle (the plan and
-    the store travel cloudpickled, so functions defined in ``__main__`` go by value)."""
+    the store travel cloudpickled, so functions defined in ``__main__`` go by value).
+
+    ``joining``: a worker started for a live reconfiguration hosts nothing until its
+    ``Reconfigure`` arrives, even where ``placement`` already puts tasks on it. A task
+    started at boot would take rows of the key groups it gains before it knows it must
+    hold them back for their state (the reconfiguration then replaced it, rows and all)."""
     return {
+        "joining": joining,
         "plan": cloudpickle.dumps(plan),
         "placement": placement,
         "capacity": capacity,
@@ -101,10 +107,12 @@ class WorkerLoop:
         try:
             plan: PhysicalPlan = cloudpickle.loads(boot["plan"])
             placement: dict[str, int] = boot["placement"]
-            inputs, outputs = endpoints(plan, placement, worker, links, self.capacity)
+            joining = boot.get("joining", False)  # its tasks come with Reconfigure
+            inputs, outputs = ({}, {}) if joining else endpoints(
+                plan, placement, worker, links, self.capacity)
             for link in links.values():
                 link.start()
-            my_tasks = [t for t in plan.task_ids if placement[t] == worker]
+            my_tasks = [] if joining else [t for t in plan.task_ids if placement[t] == worker]
             restore = boot["restore"]
             restores = None if restore is None else build_restores(
                 plan, my_tasks, restore.point, restore.parallelism

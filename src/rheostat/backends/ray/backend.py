@@ -161,7 +161,7 @@ class RayBackend(Backend):
         self, plan: PhysicalPlan, placement: dict[str, int], workers: list[int],
         nodes: dict[int, str] | None = None,
     ) -> None:
-        boot = self._boot(plan, placement, None)
+        boot = self._boot(plan, placement, None, joining=True)
         bundles = [self._bundle(plan, placement, w) for w in workers]
         where = {w: NodeAffinitySchedulingStrategy(node_id(n), soft=False)
                  for w, n in (nodes or {}).items()}
@@ -283,11 +283,12 @@ class RayBackend(Backend):
         return self._actors[worker]
 
     def _boot(
-        self, plan: PhysicalPlan, placement: dict[str, int], restore: RestoreFrom | None
+        self, plan: PhysicalPlan, placement: dict[str, int], restore: RestoreFrom | None,
+        joining: bool = False,
     ) -> dict[str, Any]:
         c = self._config
         boot = boot_blob(plan, placement, c.channel_capacity_bytes, c.metrics_interval_s,
-                         c.store, restore, list(sys.path))
+                         c.store, restore, list(sys.path), joining)
         boot["cwd"] = os.getcwd()
         return boot
 
