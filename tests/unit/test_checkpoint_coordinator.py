@@ -71,8 +71,12 @@ def test_acks_for_an_aborted_checkpoint_are_ignored_and_failures_are_tolerated()
     assert c.failed(n + 1) is True  # two in a row: more than tolerated
     m = c.due(2.0)
     c.on_ack("a#0", m, ("ok",), {})
-    assert c.consecutive_failures == 0 and c.completed == [m]
-    assert c.failed(m) is False and c.completed == []  # its manifest could not be written
+    assert c.completed == [m]
+    assert c.failed(m) is True and c.completed == []  # its manifest could not be written
+    k = c.due(3.0)
+    c.on_ack("a#0", k, ("ok",), {})
+    c.written(k)  # durable: the run of failures ends
+    assert c.consecutive_failures == 0 and c.completed == [k]
 
 
 def test_timeout_and_restart():

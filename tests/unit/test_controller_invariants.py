@@ -49,6 +49,6 @@ def test_a_task_missing_from_the_placement_or_the_checkpoints_is_caught(tmp_path
 
 def test_a_retired_task_back_in_the_plan_too_early_is_caught(tmp_path):
     j = job(tmp_path)
-    j.controller._retired["count#1"] = 2
+    j.controller.brain.retired["count#1"] = 2
     with pytest.raises(InvariantViolated, match="retired task"):
         j.controller.validate()

@@ -116,12 +116,18 @@ class CheckpointCoordinator:
         if f is None or any(t not in f.acked and t not in f.inline for t in self.task_ids):
             return None
         self.in_flight = None
-        self.consecutive_failures = 0
         self.completed.append(f.checkpoint_id)
         parts = tuple(p for t in self.task_ids for p in f.acked.get(t, ()))
         inline = {name: blob for t in self.task_ids for name, blob in f.inline.get(t, {}).items()}
         finals = tuple(t for t in self.task_ids if t not in f.acked and t in self.finals)
         return Completed(f.checkpoint_id, parts, inline, finals=finals)
+
+    def written(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id``'s manifest is durable: failures in a row end here
+        (not when the tasks have answered: a manifest that cannot be written is a
+        failure too)."""
+        if self.completed and self.completed[-1] == checkpoint_id:
+            self.consecutive_failures = 0
 
     def final(self) -> Completed:
         """Once every task has finished: the last checkpoint, of their final snapshots."""

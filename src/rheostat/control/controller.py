@@ -1,13 +1,15 @@
-"""The controller: owns the physical plan, drives the job through a backend.
+"""The controller: the I/O shell around the control plane's brain.
 
-It feeds the backend's events to the job state machine and the checkpoint coordinator,
-carries out the commands that come back (triggers, manifest commits, restarts), hands
-sink data to the driver-side sinks — each committed transaction once — and reports
-progress.
+Every decision is :class:`~rheostat.control.plane.ControlPlane`'s: the controller feeds
+it the backend's events and the clock, and carries out the actions that come back —
+commands to workers, sink data for the driver-side sinks, checkpoint manifests, restarts,
+workers to start or release, the job's tables, the answers to reconfiguration requests.
+It also serves the HTTP API and reports progress.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -18,22 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from rheostat.backends.base import (
-    Backend,
-    CheckpointAck,
-    CheckpointFailed,
-    CompleteCheckpoint,
-    Event,
-    InstallState,
-    MetricsReport,
-    PartDone,
-    RestoreFrom,
-    RunConfig,
-    SinkData,
-    StateHandedOver,
-    TriggerCheckpoint,
-)
-from rheostat.control.checkpoints import CheckpointCoordinator, Completed
+from rheostat.backends.base import Backend, Event, RestoreFrom, RunConfig, SinkData
+from rheostat.control.checkpoints import CheckpointCoordinator
 from rheostat.control.http_api import (
     ApiError,
     ApiRequest,
@@ -43,17 +31,37 @@ from rheostat.control.http_api import (
     JobSnapshot,
     snapshot_metrics,
 )
-from rheostat.control.job import JobStateMachine, Restart
+from rheostat.control.job import JobStateMachine
+from rheostat.control.plane import (
+    AbortCheckpoint,
+    Action,
+    AddWorkers,
+    CheckpointWriteFailed,
+    CheckpointWritten,
+    ControlPlane,
+    Deliver,
+    InvariantViolated,
+    JobRestarted,
+    Outcome,
+    PollWorkers,
+    Record,
+    ReleaseWorkers,
+    Reply,
+    RestartJob,
+    Send,
+    WorkersPolled,
+    WriteCheckpoint,
+    plan_metadata,
+)
 from rheostat.control.reconfig import ReconfigCoordinator
-from rheostat.control.reconfigurer import _LATER, Growing, LiveReconfigurer, _answer
 from rheostat.control.tables import JobTables
-from rheostat.plan.keygroups import owners_digest
-from rheostat.plan.physical import PhysicalPlan, assign_workers
+from rheostat.plan.physical import PhysicalPlan
+from rheostat.plan.reconfig import ReconfigError
+from rheostat.protocol import TaskId, TaskMetrics
 from rheostat.runtime.checkpoint import CheckpointError
 from rheostat.runtime.errors import JobFailed
-from rheostat.runtime.messages import FINAL_CHECKPOINT
-from rheostat.runtime.reconfig import UpdateChecked
-from rheostat.runtime.task import TaskMetrics
+
+__all__ = ["Controller", "InvariantViolated", "JobResult", "RestartPolicy", "plan_metadata"]
 
 log = logging.getLogger("rheostat.controller")
 
@@ -97,30 +105,13 @@ class JobResult:
 
     def rows_in(self, chain_id: str) -> int:
         """Rows that entered the tasks of the chain headed by ``chain_id``."""
-        return sum(m.rows_in for t, m in self.metrics.items() if t.rsplit("#", 1)[0] == chain_id)
-
-
-class InvariantViolated(AssertionError):
-    """The controller's state contradicts itself (a bug in rheostat)."""
+        return sum(m.rows_in for t, m in self.metrics.items() if TaskId(t).chain == chain_id)
 
 
 ProgressCallback = Callable[[PhysicalPlan, dict[str, TaskMetrics], float], None]
 
 
-def plan_metadata(plan: PhysicalPlan) -> dict[str, Any]:
-    """What a manifest records about the job, to restore it and to check compatibility."""
-    return {
-        "flow": plan.flow_name,
-        "steps": list(plan.order),
-        "parallelism": {c.chain_id: c.parallelism for c in plan.chains},
-        "max_parallelism": plan.max_parallelism,
-        # Which task owned which key groups: a restore under other owners (after a live
-        # reconfiguration) regroups keyed state across the old tasks' parts.
-        "owners": {sid: owners_digest(o) for sid, o in plan.key_group_owners.items()},
-    }
-
-
-class Controller(LiveReconfigurer):
+class Controller:
     def __init__(
         self,
         plan: PhysicalPlan,
@@ -136,7 +127,6 @@ class Controller(LiveReconfigurer):
         reconfig_batch_groups: int = 512,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.plan = plan
         #: Seconds, for checkpoint intervals, timeouts and durations (a test's fake clock).
         self.clock = clock
         self._shut = False
@@ -146,42 +136,59 @@ class Controller(LiveReconfigurer):
         self.on_progress = on_progress
         self.restart_policy = restart or RestartPolicy(attempts=0)
         self.restore = restore
-        self.job = JobStateMachine(plan.task_ids, config.workers, self.restart_policy.attempts,
-                                   checkpointing=config.store is not None)
-        self.checkpoints = (
-            CheckpointCoordinator(plan.task_ids, checkpoint_interval_s or 1.0,
-                                  config.store.next_checkpoint_id(),
-                                  tolerable_failures=tolerable_checkpoint_failures)
-            if config.store is not None else None
+        #: The brain: every decision about the job is its.
+        self.brain = ControlPlane(
+            plan, config.workers,
+            checkpoint_interval_s=checkpoint_interval_s,
+            first_checkpoint_id=(config.store.next_checkpoint_id()
+                                 if config.store is not None else None),
+            tolerable_checkpoint_failures=tolerable_checkpoint_failures,
+            restart_attempts=self.restart_policy.attempts,
+            reconfig_batch_groups=reconfig_batch_groups,
+            elastic=backend.elastic, backend_name=type(backend).__name__,
         )
-        self._delivered: set[Any] = set()  # keys of committed sink transactions
         self.tables = tables if tables is not None else JobTables(job=plan.flow_name)
         self.http_settings = http
         self.api: HttpApi | None = None
-        self.reconfigs = ReconfigCoordinator()
-        #: Key groups one stage of a migration moves at most (0: all in one stage).
-        self.reconfig_batch_groups = reconfig_batch_groups
-        self._epoch = 0
-        self._incarnation = 0  # restarts so far: events of an earlier one are stale
-        self.placement = assign_workers(plan, config.workers)
-        #: The workers the job runs on now (an elastic backend adds and releases some).
-        self.worker_ids = list(range(config.workers))
-        self._next_worker = config.workers  # ids are never reused within a run
-        self._retired_on: dict[str, int] = {}  # retired task -> the worker still holding it
-        self._growing: Growing | None = None  # workers starting for the next request
         self._cancel = threading.Event()
-        # Tasks a reconfiguration retired -> checkpoints still to complete before their id
-        # may be used again (their final state, sink transactions included, rides in
-        # checkpoints until then).
-        self._retired: dict[str, int] = {}
+
+    # --- the brain's state, read by tests, the API and the job handle ------------------
+
+    @property
+    def plan(self) -> PhysicalPlan:
+        return self.brain.plan
+
+    @property
+    def placement(self) -> dict[str, int]:
+        return self.brain.placement
+
+    @property
+    def job(self) -> JobStateMachine:
+        return self.brain.job
+
+    @property
+    def checkpoints(self) -> CheckpointCoordinator | None:
+        return self.brain.checkpoints
+
+    @property
+    def reconfigs(self) -> ReconfigCoordinator:
+        return self.brain.reconfigs
+
+    @property
+    def worker_ids(self) -> list[int]:
+        return self.brain.worker_ids
+
+    def validate(self) -> None:
+        """Check the control plane's invariants between turns (``ControlPlane.validate``;
+        raises ``InvariantViolated``). Tests call it after every step (``SteppedJob``)."""
+        self.brain.validate()
 
     # --- requests from other threads ------------------------------------------------
 
     def reconfigure(self, ops: Sequence[Any]) -> Future[dict[str, Any]]:
         """Queue one reconfiguration of ``ops`` (thread-safe); the future gets its outcome:
         ``{"reconfig_id", "state", "duration_ms", ...}``, or the error that refused it."""
-        reply = self.reconfigs.submit(ops)
-        return reply
+        return self.brain.submit(ops)
 
     def cancel(self) -> None:
         """Stop the job soon (thread-safe); ``run`` returns with state ``cancelled``."""
@@ -194,7 +201,7 @@ class Controller(LiveReconfigurer):
             while self.step():
                 pass
         except KeyboardInterrupt:
-            self._send_all(self.job.cancel())
+            self._execute(self.brain.cancel())
             self._shut_down()
             raise
         except BaseException:
@@ -219,15 +226,16 @@ class Controller(LiveReconfigurer):
 
     def step(self, timeout: float = 0.05) -> bool:
         """One turn of the control loop: the backend's events (waiting up to ``timeout``
-        for the first), cancellation, the next reconfiguration or checkpoint, the API,
-        progress. False once the job is final (or cancelled)."""
-        self._handle(self.backend.events(timeout=timeout))
+        for the first), cancellation, what is due (the next reconfiguration or
+        checkpoint), the API, progress. False once the job is final (or cancelled)."""
+        events = self.backend.events(timeout=timeout)
+        incarnation = self.brain.incarnation  # events of workers a restart replaced: stale
+        for event in events:
+            self._execute(self.brain.handle(event, self.clock(), incarnation))
         if self._cancel.is_set() and not self.job.is_final:
-            self._send_all(self.job.cancel())
+            self._execute(self.brain.cancel())
             return False
-        if self.job.state == "running":
-            self._maybe_reconfigure()
-            self._maybe_trigger()
+        self._execute(self.brain.tick(self.clock()))
         self._serve_api()
         now = self.clock()
         if self.on_progress and now - self._last_progress >= self.config.metrics_interval_s:
@@ -258,49 +266,101 @@ class Controller(LiveReconfigurer):
             return
         self._shut = True
         try:
-            self._deliver(self.backend.stop())
-            self.tables.job_state(self.job.state, self.job.error)
-            self._refuse_rest(f"the job ended ({self.job.state}) before it ran")
+            self._deliver_stopped(self.backend.stop())
+            self._execute(self.brain.ended())
         finally:
             self.backend.close()
             if self.api is not None:
                 self.api.close()
 
-    def validate(self) -> None:
-        """Check the controller's invariants between turns; raises ``InvariantViolated``
-        naming each broken one. Tests call it after every step (``SteppedJob`` does)."""
-        broken = []
-        f = self.reconfigs.in_flight
-        applying = f is not None and f.phase == "apply"
-        c = self.checkpoints
-        if c is not None and c.in_flight is not None and applying:
-            broken.append(f"checkpoint {c.in_flight.checkpoint_id} and reconfiguration stage "
-                          f"{f.epoch} are in flight together")
-        live = f.plan.task_ids if applying and f is not None else self.plan.task_ids
-        if not self.job.is_final and self.job.state != "restarting" \
-                and list(self.job.task_ids) != list(live):
-            broken.append(f"the job tracks tasks {self.job.task_ids}, the plan has {live}")
-        if set(self.placement) != set(self.plan.task_ids):
-            broken.append(f"placement covers {sorted(self.placement)}, the plan has "
-                          f"{sorted(self.plan.task_ids)}")
-        hosts = set(self.placement.values()) | set(self._retired_on.values())
-        if not hosts <= set(self.worker_ids) and self._growing is None:
-            broken.append(f"tasks are placed on workers {sorted(hosts)}, the job has "
-                          f"{self.worker_ids}")
-        if back := sorted(set(self._retired) & set(self.plan.task_ids)):
-            broken.append(f"retired task(s) {back} are in the plan again before their final "
-                          "state was committed")
-        if c is not None:
-            extra = set(c.task_ids) - set(self.plan.task_ids) - set(self._retired)
-            if applying and f is not None:
-                extra -= set(f.plan.task_ids) | set(f.removed)
-            if extra:
-                broken.append(f"checkpoints wait for task(s) {sorted(extra)} that neither "
-                              "run nor are retired")
-            if missing := sorted(set(live) - set(c.task_ids)):
-                broken.append(f"checkpoints do not wait for running task(s) {missing}")
-        if broken:
-            raise InvariantViolated("; ".join(broken))
+    def _deliver_stopped(self, events: Iterable[Event]) -> None:
+        """The sink data stopped workers sent last (their other events no longer count)."""
+        for event in events:
+            if isinstance(event, SinkData):
+                self._execute(self.brain.handle(event, self.clock()))
+
+    # --- carrying out the brain's actions -----------------------------------------------
+
+    def _execute(self, actions: list[Action]) -> None:
+        """Carry out ``actions`` in order; an action's outcome goes back to the brain at
+        once, and what it calls for is carried out before the next action."""
+        for action in actions:
+            outcome = self._carry_out(action)
+            if outcome is not None:
+                self._execute(self.brain.handle(outcome, self.clock()))
+
+    def _carry_out(self, action: Action) -> Outcome | None:
+        if isinstance(action, Send):
+            self.backend.send(action.worker, action.command)
+        elif isinstance(action, Deliver):
+            data = action.data
+            self.plan.steps[data.step_id].sink.on_driver_data(data.batch)  # type: ignore[attr-defined]
+        elif isinstance(action, Record):
+            getattr(self.tables, action.what)(*action.args)
+        elif isinstance(action, WriteCheckpoint):
+            return self._write_checkpoint(action)
+        elif isinstance(action, AbortCheckpoint):
+            assert self.config.store is not None
+            self.config.store.abort(action.checkpoint_id)
+        elif isinstance(action, RestartJob):
+            return self._restart(action)
+        elif isinstance(action, AddWorkers):
+            try:
+                self.backend.add_workers(action.plan, action.placement, action.workers,
+                                         action.nodes)
+            except Exception as exc:  # e.g. no such node: the request is refused
+                return WorkersPolled(False, exc)
+        elif isinstance(action, PollWorkers):
+            try:
+                return WorkersPolled(self.backend.workers_ready(action.workers))
+            except Exception as exc:
+                return WorkersPolled(False, exc)
+        elif isinstance(action, ReleaseWorkers):
+            self.backend.release_workers(action.workers)
+        elif isinstance(action, Reply):
+            if not action.reply.done():
+                if action.error is not None:
+                    action.reply.set_exception(action.error)
+                else:
+                    action.reply.set_result(action.result)  # type: ignore[arg-type]
+        else:
+            raise TypeError(f"the controller cannot carry out {action!r}")
+        return None
+
+    def _write_checkpoint(self, action: WriteCheckpoint) -> Outcome:
+        done, store = action.done, self.config.store
+        assert store is not None
+        try:
+            parts = list(done.parts) + [
+                store.write_part(done.checkpoint_id, name, blob)
+                for name, blob in done.inline.items()
+            ]
+            store.commit(done.checkpoint_id, parts, action.metadata)
+        except Exception as exc:  # the brain aborts it: no manifest, no checkpoint
+            return CheckpointWriteFailed(done.checkpoint_id, f"{type(exc).__name__}: {exc}")
+        return CheckpointWritten(done, tuple(parts))
+
+    def _restart(self, action: RestartJob) -> Outcome:
+        kill = getattr(self.backend, "kill", None)
+        if kill is not None:
+            kill()
+        self._deliver_stopped(self.backend.stop())
+        restore = None
+        store = self.config.store
+        if store is not None:
+            if action.abort is not None:
+                store.abort(action.abort)
+            point = store.latest()
+            if point is not None:
+                restore = RestoreFrom(point, point.job["parallelism"])
+        self.tables.restarted(action.attempt, action.reason,
+                              restore.point.checkpoint_id if restore else None)
+        if action.workers != self.config.workers:
+            self.config = dataclasses.replace(self.config, workers=action.workers)
+        if self.restart_policy.backoff_s > 0:
+            time.sleep(self.restart_policy.backoff_s)
+        self.backend.start(action.plan, action.placement, self.config, restore)
+        return JobRestarted()
 
     # --- the HTTP API -----------------------------------------------------------------
 
@@ -308,8 +368,6 @@ class Controller(LiveReconfigurer):
         if self.http_settings is None:
             return
         tokens_dir = self.tables.path.parent if self.tables.path is not None else None
-        self._task_chains = {c.task_id(i): (c.chain_id, ",".join(c.steps))
-                             for c in self.plan.chains for i in range(c.parallelism)}
         self.api = HttpApi(self.tables, self.http_settings, tokens_dir)
         self._publish()
         try:
@@ -321,7 +379,8 @@ class Controller(LiveReconfigurer):
 
     def _publish(self) -> None:
         assert self.api is not None
-        chains = self._task_chains
+        chains = {c.task_id(i): (c.chain_id, ",".join(c.steps))
+                  for c in self.plan.chains for i in range(c.parallelism)}
         metrics = {t: TaskMetrics() for t in chains}  # every task, reported yet or not
         metrics.update(snapshot_metrics(self.job.metrics))
         self.api.publish(JobSnapshot(
@@ -378,162 +437,19 @@ class Controller(LiveReconfigurer):
         return {"savepoint": name, "checkpoint_id": checkpoint_id,
                 "path": store.savepoint_path(name)}
 
-    # --- events -----------------------------------------------------------------------
 
-    def _handle(self, events: Iterable[Event]) -> None:
-        incarnation = self._incarnation
-        for event in events:
-            if self._incarnation != incarnation and not isinstance(event, SinkData):
-                continue  # sent by the workers a restart in this batch replaced
+#: An API request whose answer comes later (a reconfiguration takes a while).
+_LATER = object()
 
-            if isinstance(event, SinkData):
-                self._deliver([event])
-            elif isinstance(event, CheckpointAck):
-                if self.checkpoints is not None and self.job.state == "running":
-                    done = self.checkpoints.on_ack(
-                        event.task_id, event.checkpoint_id, event.parts, event.inline
-                    )
-                    if done is not None:
-                        self._commit(done)
-            elif isinstance(event, CheckpointFailed):
-                self._checkpoint_failed(event.checkpoint_id, event.reason)
-            elif isinstance(event, MetricsReport):
-                self.tables.metrics(event.tasks)
-            elif isinstance(event, StateHandedOver):
-                f = self.reconfigs.in_flight
-                if f is not None and f.epoch == event.handoff.reconfig_id:
-                    h = event.handoff
-                    log.debug("reconfiguration %d: +%.0f ms %s hands %s to %s (%s bytes)",
-                              h.reconfig_id, (self.clock() - f.started) * 1000,
-                              h.from_task, h.step_id, h.to_task, len(h.state)
-                              if isinstance(h.state, bytes) else "?")
-                    self.backend.send(f.placement[h.to_task], InstallState(h))
-            elif isinstance(event, PartDone) and isinstance(event.done, UpdateChecked):
-                self._update_checked(event.done)
-            elif isinstance(event, PartDone):
-                if self.reconfigs.in_flight is not None:
-                    log.debug("reconfiguration %d: +%.0f ms %s done", event.done.reconfig_id,
-                              (self.clock() - self.reconfigs.in_flight.started) * 1000,
-                              event.done.task_id)
-                f = self.reconfigs.part_done(event.done.reconfig_id, event.done.task_id,
-                                             self.clock())
-                if f is not None:
-                    self._reconfigured(f)
-            was = self.job.state
-            commands = self.job.handle(event)
-            if self.job.state != was:
-                self.tables.job_state(self.job.state, self.job.error)
-            if was == "running" and self.job.state == "committing":
-                assert self.checkpoints is not None
-                self._commit(self.checkpoints.final())  # then every worker's sinks commit
-            self._execute(commands)
 
-    def _deliver(self, events: Iterable[Event]) -> None:
-        for event in events:
-            if not isinstance(event, SinkData):
-                continue
-            if event.key is not None:
-                if event.key in self._delivered:
-                    continue  # a transaction committed again after a restore
-                self._delivered.add(event.key)
-            self.plan.steps[event.step_id].sink.on_driver_data(event.batch)  # type: ignore[attr-defined]
-
-    def _execute(self, commands: list) -> None:
-        for command in commands:
-            if isinstance(command, Restart):
-                self._restart(command)
-            else:
-                self._send_all([command])
-
-    def _send_all(self, commands: list) -> None:
-        for command in commands:
-            for worker in self.worker_ids:
-                self.backend.send(worker, command)
-
-    # --- checkpoints ------------------------------------------------------------------
-
-    def _maybe_trigger(self) -> None:
-        assert self.job.state == "running"
-        if self.checkpoints is None or self.reconfigs.in_flight is not None:
-            return
-        now = self.clock()
-        stale = self.checkpoints.timed_out(now)
-        if stale is not None:
-            self._checkpoint_failed(stale, "timed out")
-        checkpoint_id = self.checkpoints.due(now)
-        if checkpoint_id is not None:
-            self.tables.checkpoint_triggered(checkpoint_id)
-            self._send_all([TriggerCheckpoint(checkpoint_id)])
-
-    def _commit(self, done: Completed) -> None:
-        store = self.config.store
-        try:
-            parts = list(done.parts) + [
-                store.write_part(done.checkpoint_id, name, blob)
-                for name, blob in done.inline.items()
-            ]
-            store.commit(done.checkpoint_id, parts, plan_metadata(self.plan))
-        except Exception as exc:  # _checkpoint_failed aborts it: no manifest, no checkpoint
-            self._checkpoint_failed(done.checkpoint_id, f"{type(exc).__name__}: {exc}")
-            return
-        log.info("checkpoint %d complete", done.checkpoint_id)
-        for t in self._retired:
-            self._retired[t] -= 1
-        if not done.final:
-            self._release_retired()
-            self._release_idle_workers()
-        self.tables.checkpoint_done(done.checkpoint_id, "completed", len(parts),
-                                    sum(getattr(p, "size", 0) for p in parts))
-        notify = FINAL_CHECKPOINT if done.final else done.checkpoint_id
-        self._send_all([CompleteCheckpoint(notify, done.finals)])
-
-    def _checkpoint_failed(self, checkpoint_id: int, reason: str) -> None:
-        assert self.checkpoints is not None
-        verdict = self.checkpoints.failed(checkpoint_id)
-        if verdict is None:
-            return  # already counted (several tasks report the same failed checkpoint)
-        log.warning("checkpoint %d failed: %s", checkpoint_id, reason)
-        self.tables.checkpoint_done(checkpoint_id, "failed", reason=reason)
-        self.config.store.abort(checkpoint_id)
-        if verdict:
-            self._send_all(self.job.fail(RuntimeError(
-                f"{self.checkpoints.consecutive_failures} checkpoints failed in a row, more "
-                f"than tolerated (last: {checkpoint_id}: {reason})"
-            )))
-
-    # --- recovery ---------------------------------------------------------------------
-
-    def _restart(self, command: Restart) -> None:
-        log.warning("restarting job %r (attempt %d): %s", self.plan.flow_name,
-                    command.attempt, command.reason)
-        kill = getattr(self.backend, "kill", None)
-        if kill is not None:
-            kill()
-        self._deliver(self.backend.stop())
-        restore = None
-        if self.checkpoints is not None:
-            in_flight = self.checkpoints.abort()
-            if in_flight is not None:
-                self.config.store.abort(in_flight)
-            self.checkpoints.restart(self.plan.task_ids)
-            point = self.config.store.latest()
-            if point is not None:
-                restore = RestoreFrom(point, point.job["parallelism"])
-        self.tables.restarted(command.attempt, command.reason,
-                              restore.point.checkpoint_id if restore else None)
-        self._retired.clear()  # the restored job starts without them
-        self._retired_on.clear()
-        self._growing = None  # the backend stopped them too
-        if self.backend.elastic:
-            self._renumber_workers()
-        self._incarnation += 1
-        abandoned = self.reconfigs.abandon()
-        if abandoned is not None:
-            self._finish_reconfig(abandoned.request, "failed", reason=(
-                "a task failed during it; the job restarted with the configuration of its "
-                f"last completed stage, in the tables ({command.reason})"))
-        self.job.track(self.plan.task_ids)
-        if self.restart_policy.backoff_s > 0:
-            time.sleep(self.restart_policy.backoff_s)
-        self.backend.start(self.plan, self.placement, self.config, restore)
-        self.job.restarted()
+def _answer(request: ApiRequest, outcome: Future[dict[str, Any]]) -> None:
+    """Copy a reconfiguration's outcome to the HTTP request waiting for it."""
+    if request.reply.done():
+        return
+    error = outcome.exception()
+    if error is None:
+        request.reply.set_result(outcome.result())
+    elif isinstance(error, ReconfigError):
+        request.reply.set_exception(ApiError(409, str(error)))
+    else:
+        request.reply.set_exception(error)

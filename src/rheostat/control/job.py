@@ -24,7 +24,7 @@ from rheostat.backends.base import (
     TaskFinished,
     WorkerDied,
 )
-from rheostat.runtime.task import TaskMetrics
+from rheostat.protocol import TaskMetrics
 
 # Legal transitions; finished, failed and cancelled are final.
 TRANSITIONS = {
