@@ -339,3 +339,27 @@ def test_a_worker_left_without_tasks_is_released_once_its_retired_task_ended():
     d.feed(TaskFinished(f"{STEP}#2"))
     assert [a.workers for a in d.tick(0.0) if isinstance(a, ReleaseWorkers)] == [[2]]
     assert brain.worker_ids == [0, 1] and brain.retired == {}
+
+
+def test_the_final_checkpoint_waits_for_a_retired_task_that_has_not_ended_yet():
+    from rheostat.protocol import FinalCommitted
+    from rheostat.runtime.messages import FINAL_CHECKPOINT
+
+    d = Driver(plane())
+    d.brain.submit([rs.Rescale(STEP, 1)])
+    d.tick(0.0)
+    finish_stage(d)
+    gone = f"{STEP}#1"
+    out = []
+    for t in d.brain.job.task_ids:  # every running task ends; the retired one lags
+        d.feed(CheckpointAck(t, FINAL_CHECKPOINT, (), {t: b""}))
+        out += d.feed(TaskFinished(t))
+    assert d.brain.job.state == "committing"
+    assert [a for a in out if isinstance(a, WriteCheckpoint)] == []
+    out = d.feed(CheckpointAck(gone, FINAL_CHECKPOINT, (), {gone: b"last"}))
+    final = [a.done for a in out if isinstance(a, WriteCheckpoint)]
+    assert len(final) == 1 and final[0].final and gone in final[0].finals
+    assert final[0].inline[gone] == b"last"
+    for w in (0, 1):
+        d.feed(FinalCommitted(w))
+    assert d.brain.job.state == "finished"

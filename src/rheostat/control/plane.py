@@ -273,6 +273,7 @@ class ControlPlane:
         self.retired: dict[str, int] = {}
         self.retired_on: dict[str, int] = {}
         self.growing: Growing | None = None  # workers starting for the next request
+        self._final_written = False  # the final checkpoint (once the job is committing)
         self._now = 0.0
         self._out: list[Action] = []
 
@@ -348,10 +349,12 @@ class ControlPlane:
             self._out.append(Deliver(event))
             return
         if isinstance(event, CheckpointAck):
-            if self.checkpoints is not None and self.job.state == "running":
+            final = event.checkpoint_id == FINAL_CHECKPOINT
+            if self.checkpoints is not None and (
+                    self.job.state == "running" or (self.job.state == "committing" and final)):
                 done = self.checkpoints.on_ack(event.task_id, event.checkpoint_id,
                                                event.parts, event.inline)
-                if done is not None:
+                if done is not None and self.job.state == "running":
                     self._out.append(WriteCheckpoint(done, plan_metadata(self.plan)))
         elif isinstance(event, CheckpointFailed):
             self._checkpoint_failed(event.checkpoint_id, event.reason)
@@ -374,11 +377,18 @@ class ControlPlane:
         commands = self.job.handle(event)
         if self.job.state != was:
             self._record("job_state", self.job.state, self.job.error)
-        if was == "running" and self.job.state == "committing":
-            assert self.checkpoints is not None  # then every worker's sinks commit
-            self._out.append(WriteCheckpoint(self.checkpoints.final(),
-                                             plan_metadata(self.plan)))
+        self._maybe_write_final()
         self._send_all(commands)
+
+    def _maybe_write_final(self) -> None:
+        """Every running task has finished: the last checkpoint, of every final snapshot,
+        once a task a reconfiguration retired has sent its own too (then every worker's
+        sinks commit it)."""
+        c = self.checkpoints
+        if self.job.state == "committing" and not self._final_written \
+                and c is not None and c.all_final:
+            self._final_written = True
+            self._out.append(WriteCheckpoint(c.final(), plan_metadata(self.plan)))
 
     # --- checkpoints --------------------------------------------------------------------
 
@@ -432,6 +442,7 @@ class ControlPlane:
             in_flight = self.checkpoints.abort()
             self.checkpoints.restart(self.plan.task_ids)
         self.retired.clear()  # the restored job starts without them
+        self._final_written = False
         self.retired_on.clear()
         self.growing = None  # the backend stops them too
         if self.elastic:
