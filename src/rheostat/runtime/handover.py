@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from rheostat.plan.ids import TaskId
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.plan.reconfig import ReconfigSpec
 
@@ -168,7 +169,7 @@ class _Switch:
     waiting: set[int]  # old inputs whose marker has not arrived
     marked: set[int]  # old inputs whose marker has arrived
     ended: set[int]  # inputs that ended
-    deferred: dict[int, list[Any]] = field(default_factory=dict)  # the marked' watermarks, ends
+    deferred: dict[int, list[Any]] = field(default_factory=dict)  # marked inputs' watermarks, ends
     arrived: list[tuple[str, str, Any]] = field(default_factory=list)  # state handed here
 
 
@@ -247,7 +248,7 @@ class Handover:
             self._switch.arrived.append((step, from_task, state))
             return []
         actions: list[Action] = [TakeOver(step, from_task, state)]
-        self._awaiting.discard((step, int(from_task.rsplit("#", 1)[1])))
+        self._awaiting.discard((step, TaskId(from_task).index))
         if self._awaiting:
             return actions
         rows, self._held, self.pending = tuple(self._held), [], None
@@ -367,7 +368,7 @@ def part_of(
     the steps it runs operators for, ``source_step`` its source, ``input_chains`` the chain
     each of its inputs (before the change) comes from, ``transactions`` its sinks' steps.
     ``joining``: the change creates this task (or its new instance)."""
-    chain_id, index = task_id.rsplit("#", 1)[0], int(task_id.rsplit("#", 1)[1])
+    chain_id, index = TaskId(task_id).chain, TaskId(task_id).index
     r, relocated = spec.reconfig_id, task_id in spec.relocated
     losing = {sid: spec.losing(sid, index) for sid in spec.moves if sid in steps}
     losing_splits = spec.losing_splits(source_step, index) if source_step else {}
