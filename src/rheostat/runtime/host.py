@@ -132,7 +132,13 @@ class TaskHost:
         for task_id in my_tasks:
             if task_id not in spec.added and task_id not in spec.relocated:
                 continue
-            # A retired task of this id may linger, finished: the new one replaces it.
+            # A retired task of this id may linger, finished: the new one replaces it. One
+            # still running would be dropped with the rows it took: that is a bug, loudly.
+            if task_id in spec.added and any(
+                    t.task_id == task_id and not t.finished for t in self.tasks):
+                raise TaskCrashed(task_id, RuntimeError(
+                    f"reconfiguration {spec.reconfig_id} adds task {task_id}, which still "
+                    "runs here; replacing it would lose its rows (a bug in rheostat)"))
             self.tasks = [t for t in self.tasks if t.task_id != task_id]
             self._reported_finished.discard(task_id)
             try:

@@ -22,7 +22,7 @@ from rheostat.plan.keygroups import groups_of
 from rheostat.plan.logical import STATEFUL_KINDS, SourceStep
 from rheostat.plan.physical import Channel, PhysicalPlan
 from rheostat.plan.reconfig import ReconfigSpec
-from rheostat.protocol import TaskMetrics
+from rheostat.protocol import TaskId, TaskMetrics
 from rheostat.runtime.channels import InputEndpoint, Outbox, OutputEndpoint
 from rheostat.runtime.errors import UserFunctionError, describe_batch
 from rheostat.runtime.handover import (
@@ -108,11 +108,11 @@ class Task:
         restore: TaskRestore | None = None,
         checkpointing: bool = False,
     ) -> None:
-        chain_id, index = task_id.rsplit("#", 1)
-        self.task_id = task_id
+        tid = TaskId(task_id)
+        self.task_id = tid
         self.plan = plan
-        self.chain = plan.chain_of(chain_id)
-        self.index = int(index)
+        self.chain = plan.chain_of(tid.chain)
+        self.index = tid.index
         self.metrics = TaskMetrics()
         self.finished = False
         head = plan.steps[self.chain.steps[0]]
@@ -132,7 +132,7 @@ class Task:
         )
         self.inputs = [(inputs[c.channel_id], c.edge.dst_input) for c in in_channels]
         self._input_keys = [hash_keys(c.edge) for c in in_channels]
-        self._input_chains = [c.src_task.rsplit("#", 1)[0] for c in in_channels]
+        self._input_chains = [TaskId(c.src_task).chain for c in in_channels]
         self.input_watermarks = InputWatermarks(len(self.inputs))
         self._ended_inputs: set[int] = set()
         self._turn = 0
@@ -447,7 +447,7 @@ class Task:
                 if c.channel_id in spec.new_channels:
                     self.inputs.append((inputs[c.channel_id], c.edge.dst_input))
                     self._input_keys.append(hash_keys(c.edge))
-                    self._input_chains.append(c.src_task.rsplit("#", 1)[0])
+                    self._input_chains.append(TaskId(c.src_task).chain)
                     self.input_watermarks.add_input()
             for sid in [s for s in spec.updated_steps if s in self.ops]:
                 self._swap_operator(sid, plan)
