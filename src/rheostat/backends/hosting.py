@@ -49,6 +49,7 @@ from rheostat.runtime.snapshots import (
     encode_snapshot,
     write_snapshot,
 )
+from rheostat.runtime.task import TaskSnapshot
 
 #: Sends one event to the controller.
 Emit = Callable[[Event], None]
@@ -100,8 +101,7 @@ class WorkerLoop:
         self.capacity: int = boot["capacity"]
         self.metrics_interval: float = boot["metrics_interval"]
         self.store = cloudpickle.loads(boot["store"]) if boot["store"] else None
-        self.uploads: list[tuple[Future[tuple[Any, ...]], str, int]] = []
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-upload")
+        self.snapshots = SnapshotShipper(self.store, emit, background=True)
         self.host: TaskHost | None = None
         self._stop = False
         try:
@@ -157,7 +157,7 @@ class WorkerLoop:
             if moved:
                 idle_wait = 0.0005
             else:
-                self.wake.wait(idle_wait if not self.uploads else 0.001)
+                self.wake.wait(idle_wait if not self.snapshots.busy else 0.001)
                 self.wake.clear()
                 idle_wait = min(idle_wait * 2, 0.05)
         if host is not None:
@@ -203,25 +203,54 @@ class WorkerLoop:
             self.emit(PartDone(d))
 
     def _ship_snapshots(self) -> None:
-        """Serialise and upload new snapshots in the background; ack each when written.
-
-        The states operators hand out are immutable (Arrow tables, bytes, fresh
-        containers), so the task thread goes on processing while they are written.
-        """
         assert self.host is not None
-        for snap in self.host.drain_snapshots():
+        self.snapshots.ship(self.host.drain_snapshots())
+
+
+class SnapshotShipper:
+    """A host's new snapshots as events: a final snapshot is acknowledged with its parts
+    inline (the controller writes them); any other is written to the store and
+    acknowledged once written, or reported failed (a failing store fails that checkpoint,
+    not the job).
+
+    ``background``: write on a thread (a worker: the states operators hand out are
+    immutable, so the task goes on processing meanwhile); else at once (the inline
+    backend, deterministic).
+    """
+
+    def __init__(self, store: Any, emit: Emit, background: bool) -> None:
+        self.store, self.emit = store, emit
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-upload") \
+            if background else None
+        self.uploads: list[tuple[Future[tuple[Any, ...]], str, int]] = []
+
+    @property
+    def busy(self) -> bool:
+        """Uploads are still running."""
+        return bool(self.uploads)
+
+    def ship(self, snapshots: Iterable[TaskSnapshot]) -> None:
+        for snap in snapshots:
             if snap.checkpoint_id == FINAL_CHECKPOINT:
-                blobs = encode_snapshot(snap)
-                self.emit(CheckpointAck(snap.task_id, snap.checkpoint_id, (), blobs))
-            else:
+                self.emit(CheckpointAck(snap.task_id, snap.checkpoint_id, (),
+                                        encode_snapshot(snap)))
+                continue
+            future: Future[tuple[Any, ...]]
+            if self.pool is not None:
                 future = self.pool.submit(write_snapshot, self.store, snap)
-                self.uploads.append((future, snap.task_id, snap.checkpoint_id))
+            else:
+                future = Future()
+                try:
+                    future.set_result(write_snapshot(self.store, snap))
+                except Exception as exc:
+                    future.set_exception(exc)
+            self.uploads.append((future, snap.task_id, snap.checkpoint_id))
         still = []
         for future, task_id, checkpoint_id in self.uploads:
             if not future.done():
                 still.append((future, task_id, checkpoint_id))
-            elif future.exception() is not None:
-                reason = f"{type(future.exception()).__name__}: {future.exception()}"
+            elif (error := future.exception()) is not None:
+                reason = f"{type(error).__name__}: {error}"
                 self.emit(CheckpointFailed(task_id, checkpoint_id, reason))
             else:
                 self.emit(CheckpointAck(task_id, checkpoint_id, tuple(future.result())))

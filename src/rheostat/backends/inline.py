@@ -13,8 +13,6 @@ import pyarrow as pa
 
 from rheostat.backends.base import (
     Backend,
-    CheckpointAck,
-    CheckpointFailed,
     Command,
     Event,
     FinalCommitted,
@@ -28,11 +26,11 @@ from rheostat.backends.base import (
     TaskFinished,
     carry_out,
 )
+from rheostat.backends.hosting import SnapshotShipper
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.runtime.channels import InputEndpoint, LocalChannel, OutputEndpoint
 from rheostat.runtime.host import TaskCrashed, TaskHost
-from rheostat.runtime.messages import FINAL_CHECKPOINT
-from rheostat.runtime.snapshots import build_restores, encode_snapshot, write_parts
+from rheostat.runtime.snapshots import build_restores
 
 
 class InlineBackend(Backend):
@@ -59,6 +57,7 @@ class InlineBackend(Backend):
             on_reconfig_report=self._reconfig_reported,
         )
         self._reports = False
+        self._snapshots = SnapshotShipper(config.store, self._emit, background=False)
 
     def fail_task(self, task_id: str, error: BaseException) -> None:
         """Report ``task_id`` as failed with ``error`` at the next poll, as if it had
@@ -67,6 +66,9 @@ class InlineBackend(Backend):
 
     def _reconfig_reported(self) -> None:
         self._reports = True  # return to the controller now: a stage waits for it
+
+    def _emit(self, event: Event) -> None:
+        self._pending.append(event)  # not a bound append: events() swaps the list
 
     def _to_driver(self, step_id: str, batch: pa.RecordBatch, key: Any = None) -> None:
         self._pending.append(SinkData(step_id, batch, key))
@@ -99,17 +101,7 @@ class InlineBackend(Backend):
                     time.sleep(0.0005)  # only rate-limited sources leave nothing to do
         except TaskCrashed as crash:
             self._pending.append(TaskFailed(crash.task_id, crash.error))
-        for snap in host.drain_snapshots():
-            blobs = encode_snapshot(snap)
-            if snap.checkpoint_id == FINAL_CHECKPOINT:
-                self._pending.append(CheckpointAck(snap.task_id, snap.checkpoint_id, (), blobs))
-                continue
-            try:
-                parts = write_parts(self.config.store, snap.checkpoint_id, blobs)
-            except Exception as exc:  # a failing store fails this checkpoint, not the job
-                self._pending.append(CheckpointFailed(snap.task_id, snap.checkpoint_id, str(exc)))
-            else:
-                self._pending.append(CheckpointAck(snap.task_id, snap.checkpoint_id, parts))
+        self._snapshots.ship(host.drain_snapshots())
         handoffs, done = host.drain_reconfiguration()
         self._reports = False
         self._pending += [StateHandedOver(h) for h in handoffs] + [PartDone(d) for d in done]
