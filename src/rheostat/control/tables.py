@@ -2,8 +2,12 @@
 
 Tables: ``jobs``, ``steps``, ``tasks``, ``key_groups`` (which task owns each key group of
 each keyed step), ``checkpoints``, ``restarts`` and ``metrics`` (one row per task per
-report). The controller is the only writer; readers in other processes open the same
-file (WAL mode lets them read while it writes).
+report). The controller is the only writer. Queries never share its connection: each
+opens its own, read-only in SQLite itself (``mode=ro``, ``query_only``, and an
+authorizer that allows reads, selects and functions only), so no statement can write,
+however it is spelled, and a slow query never holds up the controller (WAL mode lets
+readers read while it writes). Tables "in memory" (``path=None``) are a private
+temporary file, removed with the tables, so that queries get their own connection too.
 
 >>> from rheostat.plan.logical import Input, Port, SinkStep, SourceStep
 >>> from rheostat.plan.physical import lower
@@ -17,9 +21,12 @@ file (WAL mode lets them read while it writes).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pyarrow as pa
@@ -68,14 +75,18 @@ class JobTables:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.unlink(missing_ok=True)  # a new run of the job starts new tables
-        self._db = sqlite3.connect(
-            ":memory:" if self.path is None else str(self.path), check_same_thread=False
-        )
+            self._file = self.path
+        else:  # a private directory (0700): the file, its -wal and -shm, gone with us
+            self._file = Path(tempfile.mkdtemp(prefix="rheostat-tables-")) / "tables.sqlite"
+        self._db = sqlite3.connect(str(self._file), check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock, self._db:
-            if self.path is not None:
-                self._db.execute("pragma journal_mode=wal")
+            self._db.execute("pragma journal_mode=wal")
+            if self.path is None:
+                self._db.execute("pragma synchronous=off")  # nothing to keep after a crash
             self._db.executescript(SCHEMA)
+        self._closer = weakref.finalize(self, _close, self._db,
+                                        self._file.parent if self.path is None else None)
 
     # --- writes (the controller) ------------------------------------------------------
 
@@ -198,32 +209,116 @@ class JobTables:
 
     # --- reads ------------------------------------------------------------------------
 
-    def query(self, sql: str, params: tuple = ()) -> pa.Table:
-        """Run a read-only query; the result as an Arrow table."""
-        with self._lock:
-            return query_connection(self._db, sql, params)
+    def query(
+        self, sql: str, params: tuple = (), timeout_s: float | None = None,
+        max_rows: int | None = None,
+    ) -> pa.Table:
+        """Run a read-only query on a connection of its own; the result as an Arrow table.
+
+        ``timeout_s`` stops the query after that many seconds (:class:`QueryTimeout`);
+        more than ``max_rows`` rows is an error. Anything but a read is refused
+        (``ValueError``)."""
+        if not self._closer.alive:
+            raise ValueError("the job tables are closed")
+        return _query_file(self._file, sql, params, timeout_s, max_rows)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._closer()
 
 
-def query_connection(db: sqlite3.Connection, sql: str, params: tuple = ()) -> pa.Table:
-    """``sql`` on ``db`` (read-only: anything but a query is refused) as an Arrow table."""
-    if not sql.lstrip().lower().startswith(("select", "with", "values", "pragma table_info")):
-        raise ValueError("the job tables are read-only: only queries (select ...) are allowed")
-    cursor = db.execute(sql, params)
-    names = [d[0] for d in cursor.description or ()]
-    rows = cursor.fetchall()
+def _close(db: sqlite3.Connection, private_dir: Path | None) -> None:
+    db.close()
+    if private_dir is not None:
+        shutil.rmtree(private_dir, ignore_errors=True)
+
+
+class QueryTimeout(ValueError):
+    """A query ran past its time limit and was stopped."""
+
+
+#: What a read-only query may do (SQLite authorizer action codes).
+_READS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                    getattr(sqlite3, "SQLITE_RECURSIVE", 33)})
+#: Pragmas that only read the schema.
+_READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "table_list", "index_list",
+                           "index_info", "index_xinfo", "foreign_key_list"})
+_ACTIONS = {getattr(sqlite3, name): name[len("SQLITE_"):].lower().replace("_", " ")
+            for name in ("SQLITE_INSERT", "SQLITE_UPDATE", "SQLITE_DELETE", "SQLITE_ATTACH",
+                         "SQLITE_DETACH", "SQLITE_PRAGMA", "SQLITE_TRANSACTION",
+                         "SQLITE_CREATE_TABLE", "SQLITE_CREATE_INDEX", "SQLITE_CREATE_VIEW",
+                         "SQLITE_CREATE_TRIGGER", "SQLITE_DROP_TABLE", "SQLITE_DROP_INDEX",
+                         "SQLITE_DROP_VIEW", "SQLITE_DROP_TRIGGER", "SQLITE_ALTER_TABLE",
+                         "SQLITE_REINDEX", "SQLITE_ANALYZE", "SQLITE_SAVEPOINT")
+            if hasattr(sqlite3, name)}
+_READ_ONLY = "the job tables are read-only: only queries (select ...) are allowed"
+
+
+def query_connection(
+    db: sqlite3.Connection, sql: str, params: tuple = (), timeout_s: float | None = None,
+    max_rows: int | None = None,
+) -> pa.Table:
+    """``sql`` on ``db`` as an Arrow table, refused by SQLite itself unless it only reads.
+
+    The connection becomes read-only for good (``query_only``, an authorizer that allows
+    reads, selects and functions only); open one for the purpose.
+    """
+    denied: list[str] = []
+
+    def authorize(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
+        if action in _READS and not (action == sqlite3.SQLITE_FUNCTION
+                                     and (arg2 or "").lower() == "load_extension"):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_PRAGMAS:
+            return sqlite3.SQLITE_OK
+        what = _ACTIONS.get(action, f"action {action}")
+        if action == sqlite3.SQLITE_PRAGMA:
+            what = f"{what} {arg1}"
+        elif (arg1 or "").startswith("sqlite_"):  # CREATE, DROP: the schema table first
+            what = "a change to the schema"
+        denied.append(what)
+        return sqlite3.SQLITE_DENY
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    db.execute("pragma query_only = 1")
+    db.set_authorizer(authorize)
+    if deadline is not None:
+        db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+    try:
+        cursor = db.execute(sql, params)
+        names = [d[0] for d in cursor.description or ()]
+        rows = cursor.fetchall() if max_rows is None else cursor.fetchmany(max_rows + 1)
+    except sqlite3.ProgrammingError as exc:  # e.g. two statements
+        raise ValueError(f"{_READ_ONLY}, one at a time ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        if denied:
+            raise ValueError(f"{_READ_ONLY}, not {denied[0]}") from None
+        if deadline is not None and time.monotonic() > deadline:
+            raise QueryTimeout(f"the query ran past the time limit of {timeout_s:g} s "
+                               "and was stopped; narrow it (where, limit)") from None
+        if "readonly" in str(exc) or "read-only" in str(exc):
+            raise ValueError(f"{_READ_ONLY} ({exc})") from None
+        raise
+    if max_rows is not None and len(rows) > max_rows:
+        raise ValueError(f"the query returns more than {max_rows} rows; add a limit")
     return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
 
 
-def query_file(path: str | os.PathLike[str], sql: str) -> pa.Table:
+def query_file(
+    path: str | os.PathLike[str], sql: str, timeout_s: float | None = None,
+) -> pa.Table:
     """Query a job's tables file from another process (read-only)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"no job tables at {path}")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    return _query_file(Path(path), sql, (), timeout_s, None)
+
+
+def _query_file(
+    path: Path, sql: str, params: tuple, timeout_s: float | None, max_rows: int | None,
+) -> pa.Table:
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                         check_same_thread=False)
     try:
-        return query_connection(db, sql)
+        return query_connection(db, sql, params, timeout_s, max_rows)
     finally:
         db.close()
