@@ -10,8 +10,8 @@ stepped deterministically in one thread (:class:`SteppedJob`).
 
 from rheostat.testing.clock import FakeClock
 from rheostat.testing.script import ABORT, END, InjectedFault, Mark, Pause, script
-from rheostat.testing.source import rows
+from rheostat.testing.source import Gate, rows
 from rheostat.testing.stepped import SteppedJob
 
-__all__ = ["ABORT", "END", "FakeClock", "InjectedFault", "Mark", "Pause", "SteppedJob",
+__all__ = ["ABORT", "END", "FakeClock", "Gate", "InjectedFault", "Mark", "Pause", "SteppedJob",
            "rows", "script"]
