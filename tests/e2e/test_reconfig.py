@@ -156,9 +156,9 @@ def test_only_rows_of_moving_key_groups_are_held_back():
     assert held <= rows_of_moved  # rows of other key groups never wait
 
 
-def tagged_flow(out, data, fn):
+def tagged_flow(out, data, fn, hold_end=None):
     flow = rs.Flow("update")
-    (flow.source("ev", rs.testing.rows(data, batch_size=200), rate=20_000)
+    (flow.source("ev", rs.testing.rows(data, batch_size=200, hold_end=hold_end), rate=20_000)
      .map(fn, name="tag", knobs={"factor": 1})
      .sink("out", out))
     return flow
@@ -187,14 +187,16 @@ def test_function_and_knob_updates_switch_once_with_every_row_processed_once(
 ):
     data = [{"i": i} for i in range(60_000)]
     out = rs.sinks.collect()
-    job = rs.start(tagged_flow(out, data, version_one), backend=use_backend(backend),
-                   parallelism=1)
+    gate = rs.testing.Gate()  # the input ends once the updates are done
+    job = rs.start(tagged_flow(out, data, version_one, hold_end=gate),
+                   backend=use_backend(backend), parallelism=1)
     wait_for_rows(job)
     assert job.update_function("tag", version_two)["status"] == "done"
     time.sleep(0.2)
     assert job.set_knob("tag", "factor", 7)["status"] == "done"
     with pytest.raises(rs.ReconfigError, match="declares no knob"):
         job.set_knob("tag", "nope", 1)
+    gate.open()
     job.wait()
     rows = out.to_pylist()
     assert sorted(r["i"] for r in rows) == list(range(60_000))
@@ -304,8 +306,9 @@ def test_a_task_placed_on_another_worker_and_back_keeps_the_output(
     out = rs.sinks.collect()
     options = {"checkpoint_interval": "300ms", "checkpoint_dir": str(tmp_path)} \
         if checkpoints else {}
-    job = rs.start(windowed_flow(data, out, rate=RATE // 2), backend=use_backend(backend),
-                   parallelism=2, workers=2, **options)
+    gate = rs.testing.Gate()  # the input ends once the placements are done
+    job = rs.start(windowed_flow(data, out, rate=RATE // 2, hold_end=gate),
+                   backend=use_backend(backend), parallelism=2, workers=2, **options)
     wait_for_rows(job)
     task = f"{STEP}#1"
 
@@ -322,6 +325,7 @@ def test_a_task_placed_on_another_worker_and_back_keeps_the_output(
     time.sleep(0.4)  # a checkpoint in between, when they are on
     assert job.place(task, 1)["status"] == "done"
     assert worker_of(task) == 1
+    gate.open()
     result = job.wait()
     assert_same_windows(produced(out), reference(data))
     assert result.counters().get("late", 0) == 0
