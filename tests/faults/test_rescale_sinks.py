@@ -40,12 +40,14 @@ def rows_flowing(job: rs.Job) -> bool:
 def test_live_rescales_commit_exactly_the_failure_free_windows(tmp_path, changes):
     data = events(seed=len(changes))
     out = tmp_path / "out"
-    job = start(tmp_path, data, out)
+    gate = rs.testing.Gate()  # the input ends once the rescales are done
+    job = start(tmp_path, data, out, hold_end=gate)
     try:
         wait_until(lambda: checkpoints_done(job) >= 1)
         for n in changes:
             assert job.rescale(STEP, n)["status"] == "done"
             time.sleep(0.3)
+        gate.open()
         result = job.wait()
     finally:
         job.cancel()
@@ -57,10 +59,12 @@ def test_live_rescales_commit_exactly_the_failure_free_windows(tmp_path, changes
 def test_a_jsonl_sink_survives_a_rescale_up_too(tmp_path):
     data = events(n=60_000, seed=9)
     out = tmp_path / "out"
-    job = start(tmp_path, data, out, fmt="jsonl")
+    gate = rs.testing.Gate()
+    job = start(tmp_path, data, out, fmt="jsonl", hold_end=gate)
     try:
         wait_until(lambda: checkpoints_done(job) >= 1)
         assert job.rescale(STEP, 4)["status"] == "done"
+        gate.open()
         result = job.wait()
     finally:
         job.cancel()

@@ -35,16 +35,19 @@ def events(n: int = 120_000, keys: int = 300, seed: int = 5) -> list[dict[str, A
 
 def flow(data: list[dict[str, Any]], out: Path | str, rate: float | None = 30_000,
          name: str = "windowed", updatable: bool = False, fmt: str = "parquet",
-         source_parallelism: int | None = None, batch_size: int = 300) -> rs.Flow:
+         source_parallelism: int | None = None, batch_size: int = 300,
+         hold_end: rs.testing.Gate | None = None) -> rs.Flow:
     """Source (paced at ``rate`` rows/s, so there is time to reconfigure) -> key_by(k) ->
     tumbling 500 ms count and sum -> Parquet (or ``fmt="jsonl"``) files in ``out``.
 
     ``updatable`` puts step ``PREP`` (:func:`clip`, knob ``ceiling``) before the key_by:
     :func:`clip_v2` and any ceiling >= 100 leave the output unchanged.
     ``source_parallelism`` fixes the tasks of the source (and ``PREP``), so that the job
-    can resume at another parallelism (sources resume at theirs)."""
+    can resume at another parallelism (sources resume at theirs). ``hold_end``: the
+    input does not end before this gate is open."""
     f = rs.Flow(name)
-    ev = f.source("ev", rs.testing.rows(data, batch_size=batch_size), timestamp="ts",
+    ev = f.source("ev", rs.testing.rows(data, batch_size=batch_size, hold_end=hold_end),
+                  timestamp="ts",
                   out_of_order="10ms", rate=rate, parallelism=source_parallelism)
     if updatable:
         ev = ev.map_batches(clip, name=PREP, knobs={"ceiling": 1000},
