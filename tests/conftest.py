@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,13 @@ import psutil
 import pytest
 
 LOCAL_WORKER = "rheostat.backends.local.worker"
+
+# Checkpoints are signed with a per-deployment secret (docs/security.md, "Checkpoints").
+# The suite uses its own, inherited by the workers and CLIs it starts, rather than make
+# ~/.rheostat/checkpoint-secret on the machine; tests of the secret set theirs.
+if not (os.environ.get("RHEOSTAT_CHECKPOINT_SECRET")
+        or os.environ.get("RHEOSTAT_CHECKPOINT_SECRET_FILE")):
+    os.environ["RHEOSTAT_CHECKPOINT_SECRET"] = "the rheostat test suite's checkpoint secret"
 
 
 def local_worker_processes() -> list[psutil.Process]:

@@ -51,6 +51,11 @@ def run(flow: Flow, **options: Any) -> JobResult:
     checkpoint in ``checkpoint_dir`` (a stopped or crashed earlier run), ``resume="name"``
     from that savepoint; keyed state is redistributed if the parallelism changed. State of
     a step the flow no longer has is an error unless ``allow_dropped_state``.
+    Checkpoints are signed with the deployment's checkpoint secret
+    (``RHEOSTAT_CHECKPOINT_SECRET``, ``RHEOSTAT_CHECKPOINT_SECRET_FILE``,
+    ``~/.rheostat/checkpoint-secret``, or pass a ``CheckpointStore(secret=...)`` as
+    ``checkpoint_dir``); resuming a checkpoint that does not verify with it raises
+    :class:`~rheostat.runtime.checkpoint.UnauthenticatedCheckpointError` (docs/security.md).
 
     The controller keeps the job's state as SQL tables: in memory (``result.sql(...)``),
     or also in the SQLite file ``tables`` for other processes (``rheostat sql``).
@@ -130,6 +135,7 @@ def controller_for(
         )
         if restart is None:
             restart = RestartPolicy()
+        store.key(create=True)  # no usable secret: say so now, not at the first commit
     restore_from = None
     if resume and store is not None:
         point = store.load_savepoint(resume) if isinstance(resume, str) else store.latest()

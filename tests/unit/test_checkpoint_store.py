@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from rheostat.runtime.checkpoint import (
     MANIFEST_NAME,
+    VERSION,
     CheckpointError,
+    CheckpointKey,
     CheckpointNotFoundError,
     CheckpointStore,
     CheckpointWriteError,
@@ -104,8 +106,8 @@ def test_commit_leaves_only_parts_and_manifest(store):
     assert names == {MANIFEST_NAME} | {p.file for p in manifest.parts.values()}
     raw = store.fs.cat_file(f"{store.checkpoint_path(1)}/{MANIFEST_NAME}")
     doc = json.loads(raw)
-    assert doc["format"] == "rheostat-checkpoint" and doc["version"] == 1
-    assert decode_manifest(raw) == manifest
+    assert doc["format"] == "rheostat-checkpoint" and doc["version"] == VERSION
+    assert decode_manifest(raw, store.key()) == manifest
 
 
 def test_commit_checks_every_acknowledged_part_is_stored(store):
@@ -305,11 +307,12 @@ def test_an_unreadable_store_is_an_error_not_a_fallback(tmp_path, monkeypatch):
 
 
 def test_a_newer_format_version_is_refused():
+    key = CheckpointKey.of("a secret of sixteen bytes or more", "the test")
     m = build_manifest(1, [], {})
-    doc = json.loads(encode_manifest(m))
-    doc["version"] = 2
+    doc = json.loads(encode_manifest(m, key))
+    doc["version"] = VERSION + 1
     with pytest.raises(ManifestError, match="newer rheostat"):
-        decode_manifest(json.dumps(doc).encode())
+        decode_manifest(json.dumps(doc).encode(), key)
 
 
 # -- failing stores ---------------------------------------------------------------------

@@ -38,7 +38,7 @@ from rheostat.launch import run as run_flow
 from rheostat.observe.progress import TerminalProgress, summary
 from rheostat.plan.errors import FlowError
 from rheostat.plan.reconfig import MoveKeyGroups, Place, Rescale, SetKnob
-from rheostat.runtime.checkpoint import CheckpointStore
+from rheostat.runtime.checkpoint import CheckpointError, CheckpointInfo, CheckpointStore
 from rheostat.runtime.errors import JobFailed, UserFunctionError
 
 EXIT_INTERRUPTED = 130
@@ -287,6 +287,9 @@ def run_command(
     except BackendUnavailable as exc:
         _close(progress)
         _fail(f"job {flow.name!r} could not start its workers: {exc}", exc, debug)
+    except CheckpointError as exc:  # e.g. --resume of a checkpoint that does not verify
+        _close(progress)
+        _fail(f"job {flow.name!r}: {exc}", exc, debug, hint=False)
     except Exception as exc:  # report, do not dump a traceback
         _close(progress)
         _fail(f"job {flow.name!r} stopped on an unexpected {type(exc).__name__}: "
@@ -351,17 +354,33 @@ def _has_pandas() -> bool:
 @cli.command("checkpoints")
 @click.argument("directory")
 def checkpoints_command(directory: str) -> None:
-    """List the checkpoints and savepoints in DIRECTORY (a --checkpoint-dir)."""
+    """List the checkpoints and savepoints in DIRECTORY (a --checkpoint-dir), each verified:
+    its manifest's MAC under this deployment's checkpoint secret, then every part's hash."""
     store = CheckpointStore(directory)
-    infos = store.list(verify=True)
+    try:
+        infos = store.list(verify=True)
+        saved = store.savepoints(verify=True)
+        key = store.key() if any(i.status != "incomplete" for i in infos + saved) else None
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None
     if not infos:
         click.echo(f"no checkpoints in {directory}")
+    if key is not None:
+        click.echo(f"verified with the checkpoint secret from {key.source} "
+                   f"(key id {key.key_id})")
     for info in infos:
-        click.echo(f"checkpoint {info.checkpoint_id}: {info.status}"
-                   + (f" ({info.reason})" if info.reason else ""))
-    for info in store.savepoints(verify=True):
-        click.echo(f"savepoint {info.savepoint}: {info.status}"
-                   + (f" ({info.reason})" if info.reason else ""))
+        click.echo(f"checkpoint {info.checkpoint_id}: {_verdict(info)}")
+    for info in saved:
+        click.echo(f"savepoint {info.savepoint}: {_verdict(info)}")
+
+
+def _verdict(info: CheckpointInfo) -> str:
+    """How one checkpoint fared: authenticated and intact, or why not."""
+    if info.status == "complete":
+        return "complete, verifies (manifest MAC and every part's hash)"
+    if info.status == "unauthenticated":
+        return f"NOT AUTHENTICATED, will not be restored: {info.reason}"
+    return info.status + (f" ({info.reason})" if info.reason else "")
 
 
 @cli.command("savepoint")
@@ -374,7 +393,10 @@ def savepoint_command(directory: str, name: str) -> None:
     ``rheostat run FILE --checkpoint-dir DIRECTORY --from-savepoint NAME``.
     """
     store = CheckpointStore(directory)
-    point = store.latest()
+    try:
+        point = store.latest()
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None
     if point is None:
         raise CliError(f"no complete checkpoint in {directory} to keep as a savepoint")
     store.promote_to_savepoint(point.checkpoint_id, name)

@@ -1,35 +1,50 @@
-"""The checkpoint manifest, format version 1: pure encoding and verification, no I/O.
+"""The checkpoint manifest, format version 2: pure encoding and verification, no I/O.
 
-A manifest names every part of a checkpoint with its file, size and SHA-256, and carries
-its own checksum (``manifest_sha256``) over the canonical JSON of every other field, so a
-torn or edited manifest is detected before any part is trusted. The format is described
-in ``docs/checkpoint-format.md``.
+A manifest names every part of a checkpoint with its file, size and SHA-256. It carries a
+checksum (``manifest_sha256``) and an HMAC-SHA256 under the deployment's checkpoint secret
+(``manifest_hmac_sha256``), both over the canonical JSON of every other field, the parts'
+hashes included: a torn manifest fails the checksum, one written without the secret (a
+forgery, or another deployment's) fails the MAC, before any part is trusted. Version 1
+manifests had no MAC and are refused. The format is described in
+``docs/checkpoint-format.md``.
 
+>>> from rheostat.runtime.checkpoint.secret import CheckpointKey
+>>> key = CheckpointKey.of("a doctest secret, long enough", "the doctest")
 >>> part = PartInfo.of("map#0/state", b"hello")
 >>> part.file
 'map_230_2fstate'
 >>> m = build_manifest(7, [part], {"flow": "demo"})
->>> decode_manifest(encode_manifest(m)) == m
+>>> decode_manifest(encode_manifest(m, key), key) == m
 True
->>> decode_manifest(encode_manifest(m).replace(b'"demo"', b'"DEMO"'))
+>>> decode_manifest(encode_manifest(m, key).replace(b'"demo"', b'"DEMO"'), key)
 Traceback (most recent call last):
 ...
 rheostat.runtime.checkpoint.manifest.ManifestError: manifest checksum mismatch (edited or damaged)
+>>> other = CheckpointKey.of("another deployment's secret", "the doctest")
+>>> try:
+...     decode_manifest(encode_manifest(m, other), key)
+... except ManifestAuthError as err:
+...     print(err.kind, err)  # doctest: +NORMALIZE_WHITESPACE
+other-key the manifest is signed with another secret (key id 4a4912d8f8ae6ff4;
+    this process's key id is d94e5fb0a9ea5d53)
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+
+from rheostat.runtime.checkpoint.secret import CheckpointKey
 
 FORMAT = "rheostat-checkpoint"
-VERSION = 1
+VERSION = 2
 MANIFEST_NAME = "_MANIFEST.json"
 KINDS = ("checkpoint", "savepoint")
 
@@ -40,6 +55,23 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 class ManifestError(ValueError):
     """A manifest that cannot be trusted; the message is the reason."""
+
+
+class ManifestAuthError(ManifestError):
+    """A manifest whose MAC does not verify with the key given, or that has none.
+
+    ``kind``: ``"legacy"`` (format version 1, written before checkpoints had a MAC),
+    ``"no-mac"``, ``"other-key"`` (signed with another secret, by its key id) or
+    ``"bad-mac"`` (same key id, wrong MAC: written by someone without the secret).
+    """
+
+    def __init__(self, kind: Literal["legacy", "no-mac", "other-key", "bad-mac"],
+                 message: str) -> None:
+        super().__init__(kind, message)
+        self.kind, self.message = kind, message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -148,18 +180,24 @@ def _body(m: Manifest) -> dict[str, Any]:
     }
 
 
-def encode_manifest(m: Manifest) -> bytes:
-    """The manifest file: indented JSON for people, its checksum last."""
-    body = _body(m)
-    body["manifest_sha256"] = hashlib.sha256(canonical_json(body)).hexdigest()
+def encode_manifest(m: Manifest, key: CheckpointKey) -> bytes:
+    """The manifest file: indented JSON for people, its checksum and MAC (under ``key``) last."""
+    body = {**_body(m), "key_id": key.key_id}
+    canonical = canonical_json(body)
+    body["manifest_sha256"] = hashlib.sha256(canonical).hexdigest()
+    body["manifest_hmac_sha256"] = key.mac(canonical)
     return (json.dumps(body, indent=2, ensure_ascii=True, allow_nan=False) + "\n").encode()
 
 
-def decode_manifest(data: bytes) -> Manifest:
-    """Parse and verify a manifest file; raise :class:`ManifestError` with the reason."""
+def decode_manifest(data: bytes, key: CheckpointKey) -> Manifest:
+    """Parse and verify a manifest file, its MAC under ``key`` before any field is used.
+
+    Raises :class:`ManifestAuthError` for a manifest that is intact (its checksum matches)
+    but not authenticated, :class:`ManifestError` for a damaged one.
+    """
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise ManifestError(f"manifest is not valid JSON (torn or damaged): {err}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ManifestError(f"not a {FORMAT} manifest")
@@ -171,17 +209,37 @@ def decode_manifest(data: bytes) -> Manifest:
             f"format version {version} was written by a newer rheostat (this one reads {VERSION})"
         )
     claimed = doc.pop("manifest_sha256", None)
+    mac = doc.pop("manifest_hmac_sha256", None)
     try:
-        actual = hashlib.sha256(canonical_json(doc)).hexdigest()
+        canonical = canonical_json(doc)
     except ValueError as err:
         raise ManifestError(f"manifest holds values JSON cannot carry: {err}") from None
-    if claimed != actual:
+    if claimed != hashlib.sha256(canonical).hexdigest():
         raise ManifestError("manifest checksum mismatch (edited or damaged)")
+    _authenticate(doc, canonical, mac, key)
     return _fields(doc)
 
 
+def _authenticate(doc: dict[str, Any], canonical: bytes, mac: Any, key: CheckpointKey) -> None:
+    if doc["version"] == 1:
+        raise ManifestAuthError(
+            "legacy", "format version 1 was written by a rheostat that did not authenticate "
+            "checkpoints (no MAC), so it cannot be told apart from a forgery")
+    if not isinstance(mac, str):
+        raise ManifestAuthError("no-mac", "the manifest has no MAC (manifest_hmac_sha256)")
+    found = doc.get("key_id")
+    if found != key.key_id:
+        raise ManifestAuthError(
+            "other-key", f"the manifest is signed with another secret (key id "
+            f"{str(found)[:16]}; this process's key id is {key.key_id})")
+    if not hmac.compare_digest(mac, key.mac(canonical)):
+        raise ManifestAuthError(
+            "bad-mac", "the manifest's MAC does not verify with this process's secret "
+            "(its key id matches): it was written or rewritten without the secret")
+
+
 def _fields(doc: dict[str, Any]) -> Manifest:
-    """Type-check the fields of a manifest whose checksum already matched."""
+    """Type-check the fields of a manifest whose MAC already matched."""
 
     def need(ok: bool, what: str) -> None:
         if not ok:

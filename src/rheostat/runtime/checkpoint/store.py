@@ -2,11 +2,17 @@
 
 Tasks write their parts (opaque bytes) straight into the store with :meth:`write_part`;
 once every part is acknowledged the controller calls :meth:`commit`, which writes the
-manifest last. A checkpoint exists exactly when its manifest does. Restoring verifies the
-manifest checksum and every part's size and SHA-256 before handing anything out, and falls
-back to the previous complete checkpoint when one is corrupt.
+manifest last, with an HMAC-SHA256 under the deployment's checkpoint secret (see
+``secret.py``). A checkpoint exists exactly when its manifest does. Restoring verifies the
+manifest's MAC first, then every part's size and SHA-256 against the authenticated
+manifest, before handing anything out. It falls back to the previous complete checkpoint
+when one is damaged, and refuses one whose manifest is not authenticated.
 
->>> store = CheckpointStore("memory://rheostat-doctest/store")
+On a local disk (plain paths, ``file://``) files are made 0600 and directories 0700;
+remote stores keep their own access rules (``docs/security.md``).
+
+>>> store = CheckpointStore("memory://rheostat-doctest/store",
+...                         secret="a doctest secret, long enough")
 >>> part = store.write_part(1, "src#0/offsets", b"\\x00\\x01")
 >>> _ = store.commit(1, [part], {"flow": "demo"})
 >>> point = store.latest()
@@ -31,14 +37,29 @@ import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+from rheostat.runtime.checkpoint.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+    CorruptCheckpointError,
+    UnauthenticatedCheckpointError,
+)
 from rheostat.runtime.checkpoint.manifest import (
     MANIFEST_NAME,
     Manifest,
+    ManifestAuthError,
     ManifestError,
     PartInfo,
     build_manifest,
     decode_manifest,
     encode_manifest,
+)
+from rheostat.runtime.checkpoint.secret import (
+    ENV_SECRET,
+    ENV_SECRET_FILE,
+    CheckpointKey,
+    make_private_dirs,
+    resolve_key,
 )
 
 log = logging.getLogger(__name__)
@@ -46,36 +67,6 @@ log = logging.getLogger(__name__)
 _CHK_DIR = re.compile(r"chk-(\d+)")
 _SAVEPOINT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _CHUNK = 8 << 20
-
-
-class CheckpointError(RuntimeError):
-    """Base class of the checkpoint store's errors."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """Writing a part or a manifest failed (full disk, failing store): abort that checkpoint."""
-
-    def __init__(self, checkpoint_id: int, part: str, detail: str) -> None:
-        super().__init__(checkpoint_id, part, detail)
-        self.checkpoint_id, self.part, self.detail = checkpoint_id, part, detail
-
-    def __str__(self) -> str:
-        return f"checkpoint {self.checkpoint_id}: writing {self.part!r} failed: {self.detail}"
-
-
-class CorruptCheckpointError(CheckpointError):
-    """A checkpoint or savepoint failed verification; ``reason`` says how."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(where, reason)
-        self.where, self.reason = where, reason
-
-    def __str__(self) -> str:
-        return f"{self.where} is corrupt: {self.reason}"
-
-
-class CheckpointNotFoundError(CheckpointError, LookupError):
-    """No complete checkpoint or savepoint by that id or name."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +83,7 @@ class CheckpointInfo:
     """One entry of :meth:`CheckpointStore.list`."""
 
     checkpoint_id: int | None
-    status: Literal["complete", "incomplete", "corrupt"]
+    status: Literal["complete", "incomplete", "corrupt", "unauthenticated"]
     path: str
     savepoint: str | None = None
     reason: str | None = None
@@ -163,7 +154,12 @@ class CheckpointStore:
     ``url`` is a local path or any fsspec URL; ``storage_options`` go to fsspec, or pass a
     ready ``filesystem`` (then ``url`` is a path inside it). The newest ``keep`` complete
     checkpoints are kept. ``fsync`` makes local writes durable against power loss.
-    Picklable: the filesystem is opened lazily in each process.
+    ``secret`` authenticates the manifests; without it the secret comes from
+    ``RHEOSTAT_CHECKPOINT_SECRET``, ``RHEOSTAT_CHECKPOINT_SECRET_FILE`` or
+    ``~/.rheostat/checkpoint-secret`` (see :mod:`rheostat.runtime.checkpoint.secret`).
+    Picklable: the filesystem is opened lazily in each process. The secret does not travel:
+    workers only write parts and read the parts of a restore point the controller
+    verified; a process that unpickles a store and verifies manifests finds its own.
     """
 
     def __init__(
@@ -175,6 +171,7 @@ class CheckpointStore:
         filesystem: fsspec.AbstractFileSystem | None = None,
         fsync: bool = True,
         cache_bytes: int = 64 << 20,
+        secret: bytes | str | None = None,
     ) -> None:
         if keep < 1:
             raise ValueError("keep must be >= 1")
@@ -187,6 +184,8 @@ class CheckpointStore:
         self._fs = filesystem
         self._root = filesystem._strip_protocol(url) if filesystem is not None else None
         self._known_corrupt: set[int] = set()
+        self._secret = secret
+        self._key: CheckpointKey | None = None
 
     # -- where things are ---------------------------------------------------------------
 
@@ -211,13 +210,23 @@ class CheckpointStore:
         return f"{self.root}/savepoints/{name}"
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self.__dict__, "_known_corrupt": set()}
+        state = {**self.__dict__, "_known_corrupt": set(), "_secret": None, "_key": None}
         if self._given_fs:  # a filesystem given by the caller travels with the store
             return state
         return {**state, "_fs": None, "_root": None}
 
     def __repr__(self) -> str:
         return f"CheckpointStore({self.url!r}, keep={self.keep})"
+
+    def key(self, *, create: bool = False) -> CheckpointKey:
+        """The key this store signs and verifies manifests with (found once, then kept).
+
+        ``create`` makes the default secret file if there is none (committing does).
+        Raises :class:`CheckpointSecretError` saying what to set.
+        """
+        if self._key is None:
+            self._key = resolve_key(self._secret, create=create)
+        return self._key
 
     # -- writing ------------------------------------------------------------------------
 
@@ -235,7 +244,7 @@ class CheckpointStore:
         try:
             committed = self.fs.exists(f"{directory}/{MANIFEST_NAME}")
             if not committed:
-                self.fs.makedirs(directory, exist_ok=True)
+                self._makedirs(directory)
                 self._write_file(path, memoryview(data).cast("B"))
         except Exception as err:
             self._remove_quietly(path)
@@ -286,7 +295,7 @@ class CheckpointStore:
         try:
             for part in manifest.parts.values():
                 self._copy_verified(src, dst, part)
-            self.fs.makedirs(dst, exist_ok=True)
+            self._makedirs(dst)
             self._publish(dst, replace(manifest, kind="savepoint", savepoint=name))
         except BaseException:
             self._delete(dst)
@@ -307,9 +316,20 @@ class CheckpointStore:
     ) -> RestorePoint | None:
         """The newest complete checkpoint that verifies, or ``None``.
 
-        Corrupt checkpoints on the way are logged, appended to ``reports`` and skipped. A
-        store that cannot be read (other than a missing file) raises :class:`CheckpointError`
-        rather than silently falling further back.
+        Damaged checkpoints on the way (a torn manifest, a part that fails its hash) are
+        logged, appended to ``reports`` and skipped. A store that cannot be read (other
+        than a missing file) raises :class:`CheckpointError` rather than silently falling
+        further back.
+
+        A manifest that is intact but not authenticated (another secret, a forgery, a
+        version-1 checkpoint without a MAC) raises :class:`UnauthenticatedCheckpointError`
+        instead of falling back. Falling back would be wrong in each case: with the wrong
+        secret every checkpoint fails, so the job would quietly rewind to an older one or
+        start from nothing (rows read again or lost, sinks' staged output discarded); after
+        an upgrade it would quietly drop the job's state; and a store someone else writes
+        to needs a person to look at it, not a job that goes on from a point the writer
+        picked. Deleting the checkpoint, or fixing the secret, is a decision for the
+        operator, which the message spells out.
         """
         skipped: builtins.list[CorruptCheckpoint] = []
         found = None
@@ -320,6 +340,8 @@ class CheckpointStore:
                 break
             except _Incomplete:
                 continue
+            except UnauthenticatedCheckpointError:
+                raise
             except CorruptCheckpointError as err:
                 self._known_corrupt.add(cid)
                 skipped.append(CorruptCheckpoint(cid, err.reason, path))
@@ -380,6 +402,8 @@ class CheckpointStore:
             point = self._open(path, cid, hash_parts=verify)
         except _Incomplete:
             return CheckpointInfo(cid, "incomplete", path)
+        except UnauthenticatedCheckpointError as err:
+            return CheckpointInfo(cid, "unauthenticated", path, reason=err.reason)
         except CorruptCheckpointError as err:
             return CheckpointInfo(cid, "corrupt", path, reason=err.reason)
         return CheckpointInfo(point.checkpoint_id, "complete", path, point.manifest.savepoint)
@@ -411,15 +435,36 @@ class CheckpointStore:
             raise CheckpointError(f"cannot list {path}: {_describe(err)}") from err
         if MANIFEST_NAME not in files:
             raise _Incomplete
+        raw = self._read(path, f"{path}/{MANIFEST_NAME}")
         try:
-            manifest = decode_manifest(self._read(path, f"{path}/{MANIFEST_NAME}"))
+            manifest = decode_manifest(raw, self.key())
+        except ManifestAuthError as err:
+            raise UnauthenticatedCheckpointError(path, self._advice(err)) from None
         except ManifestError as err:
             raise CorruptCheckpointError(path, str(err)) from None
         if cid is not None and manifest.checkpoint_id != cid:
             raise CorruptCheckpointError(
                 path, f"the manifest is for checkpoint {manifest.checkpoint_id}"
             )
+        if cid is None and path.rsplit("/", 1)[-1] != manifest.savepoint:
+            raise CorruptCheckpointError(path, f"the manifest is for savepoint "
+                                               f"{manifest.savepoint!r}")
         return manifest, files
+
+    def _advice(self, err: ManifestAuthError) -> str:
+        """What an unauthenticated manifest means and what to do, after ``err``'s facts."""
+        if err.kind == "legacy":
+            return (f"{err}; it is not restored: start the job afresh (no --resume), or "
+                    "delete it (see docs/security.md, \"Checkpoints\")")
+        if err.kind == "other-key":
+            return (f"{err}; this process's secret comes from {self.key().source}. If the "
+                    "checkpoint is yours, give this process the secret that wrote it "
+                    f"({ENV_SECRET}, {ENV_SECRET_FILE} or CheckpointStore(secret=...)); if "
+                    f"it is not, someone wrote to {self.url} who should not: delete it and "
+                    "find out who (docs/security.md, \"Checkpoints\")")
+        return (f"{err}; it is not restored. Someone who can write to {self.url} but lacks "
+                "the secret made it (or it is damaged): delete it and find out who can "
+                "write there (docs/security.md, \"Checkpoints\")")
 
     def _hash_part(self, path: str, part: PartInfo, *, keep: bool) -> bytes | None:
         file = f"{path}/{part.file}"
@@ -472,10 +517,10 @@ class CheckpointStore:
                     cid, part.name, "not in the store" if found is None
                     else f"{found} bytes in the store, {part.size} acknowledged",
                 )
-        data = encode_manifest(manifest)
+        data = encode_manifest(manifest, self.key(create=True))
         final, tmp = f"{directory}/{MANIFEST_NAME}", f"{directory}/.{uuid.uuid4().hex}.tmp"
         try:
-            self.fs.makedirs(directory, exist_ok=True)
+            self._makedirs(directory)
             self._sync_dir(directory)  # the parts' directory entries, before the manifest
             self._write_file(tmp, data)
             self.fs.mv(tmp, final)
@@ -510,9 +555,9 @@ class CheckpointStore:
     def _copy_verified(self, src: str, dst: str, part: PartInfo) -> None:
         digest = hashlib.sha256()
         try:
-            self.fs.makedirs(dst, exist_ok=True)
+            self._makedirs(dst)
             with self.fs.open(f"{src}/{part.file}", "rb") as fin, \
-                    self.fs.open(f"{dst}/{part.file}", "wb") as fout:
+                    self._create(f"{dst}/{part.file}") as fout:
                 while chunk := fin.read(_CHUNK):
                     digest.update(chunk)
                     fout.write(chunk)
@@ -525,14 +570,38 @@ class CheckpointStore:
             raise CorruptCheckpointError(src, f"part {part.name!r} fails its sha256 check")
 
     def _write_file(self, path: str, data: bytes | memoryview) -> None:
-        with self.fs.open(path, "wb") as f:
+        with self._create(path) as f:
             f.write(data)
             if self._local_durable():
                 f.flush()
                 os.fsync(f.fileno())
 
+    def _local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def _create(self, path: str) -> Any:
+        """``path`` opened to write; on a local disk readable by its owner only (0600).
+
+        The file is made 0600 first (a file that was there is set so), then opened
+        through the filesystem, which truncates it and keeps the mode.
+        """
+        if self._local():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+        return self.fs.open(path, "wb")
+
+    def _makedirs(self, directory: str) -> None:
+        """``directory`` and its parents; made 0700 on a local disk (others: the store's)."""
+        if self._local():
+            make_private_dirs(directory)
+        else:
+            self.fs.makedirs(directory, exist_ok=True)
+
     def _local_durable(self) -> bool:
-        return self.fsync and isinstance(self.fs, LocalFileSystem)
+        return self.fsync and self._local()
 
     def _sync_dir(self, directory: str) -> None:
         if self._local_durable() and hasattr(os, "O_DIRECTORY"):
