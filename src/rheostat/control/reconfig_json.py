@@ -9,8 +9,10 @@ One JSON object per primitive of :mod:`rheostat.plan.reconfig`::
     {"op": "place", "task": "count#1", "worker": 0}
     {"op": "place_on_node", "task": "count#1", "node": "10.0.0.7"}
 
-Key groups are ints or inclusive ``"a-b"`` ranges. ``update`` imports its function when
-parsed. Bad input raises :class:`ValueError` naming the operation's index.
+Key groups are ints or inclusive ``"a-b"`` ranges. ``update`` imports its function's
+module, which runs that module's code: only after every operation has been read and, given
+the job's steps, checked against them. Bad input raises :class:`ValueError` naming the
+operation's index.
 
 >>> ops_from_json([{"op": "rescale", "step": "count", "parallelism": 4},
 ...                {"op": "move", "step": "count", "groups": [5, "0-2"], "to_task": 1}])
@@ -23,11 +25,13 @@ parsed. Bad input raises :class:`ValueError` naming the operation's index.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rheostat.plan.reconfig import (
+    UPDATABLE_KINDS,
     MoveKeyGroups,
     Operation,
     Place,
@@ -55,27 +59,59 @@ class _Bad(ValueError):
     """A problem in one operation; :func:`ops_from_json` adds which one."""
 
 
-def ops_from_json(items: Any) -> list[Operation]:
-    """The operations described by ``items``, a non-empty list of JSON objects."""
+def ops_from_json(items: Any, steps: Mapping[str, str] | None = None) -> list[Operation]:
+    """The operations described by ``items``, a non-empty list of JSON objects.
+
+    With ``steps`` (the job's step ids -> kinds), every step named must be one of them,
+    and an ``update``'s one whose function can change. Nothing is imported before all
+    operations are read and checked.
+    """
     if not isinstance(items, list) or not items:
         raise ValueError('give a non-empty list of operations, e.g. [{"op": "rescale", '
                          f'"step": "count", "parallelism": 4}}]; got {_short(items)}')
-    return [_one(i, item) for i, item in enumerate(items)]
+    read = [_at(i, item, _one, item) for i, item in enumerate(items)]
+    if steps is not None:
+        for i, op in enumerate(read):
+            _at(i, items[i], _check_step, op, steps)
+    return [_at(i, items[i], _resolve, op) for i, op in enumerate(read)]
 
 
-def _one(index: int, item: Any) -> Operation:
-    kind = item.get("op") if isinstance(item, dict) else None
-    kind = kind if isinstance(kind, str) and kind in FIELDS else None
-    where = f"op {index}" + (f" ({kind})" if kind else "")
+def _at(index: int, item: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; its :class:`_Bad` as a ``ValueError`` naming operation ``index``."""
     try:
-        if not isinstance(item, dict):
-            raise _Bad(f"must be a JSON object, got {_short(item)}")
-        if kind is None:
-            raise _Bad(f'"op" must be one of {sorted(FIELDS)}, got {_short(item.get("op"))}')
-        _check_fields(item, FIELDS[kind])
-        return _PARSERS[kind](item)
+        return fn(*args)
     except _Bad as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        kind = item.get("op") if isinstance(item, dict) else None
+        kind = kind if isinstance(kind, str) and kind in FIELDS else None
+        raise ValueError(f"op {index}" + (f" ({kind})" if kind else "") + f": {exc}") from None
+
+
+def _one(item: Any) -> Operation:
+    """The operation ``item`` describes; an ``update``'s function is still its path."""
+    if not isinstance(item, dict):
+        raise _Bad(f"must be a JSON object, got {_short(item)}")
+    kind = item.get("op")
+    if not isinstance(kind, str) or kind not in FIELDS:
+        raise _Bad(f'"op" must be one of {sorted(FIELDS)}, got {_short(kind)}')
+    _check_fields(item, FIELDS[kind])
+    return _PARSERS[kind](item)
+
+
+def _check_step(op: Operation, steps: Mapping[str, str]) -> None:
+    step = getattr(op, "step", None)
+    if step is None:  # place: names a task, and imports nothing
+        return
+    if step not in steps:
+        raise _Bad(f"the job has no step {step!r}; its steps: {_short(sorted(steps), 200)}")
+    if isinstance(op, UpdateFunction) and steps[step] not in UPDATABLE_KINDS:
+        raise _Bad(f"step {step!r} ({steps[step]}) has no function to update; functions "
+                   f"of {sorted(UPDATABLE_KINDS)} steps can")
+
+
+def _resolve(op: Operation) -> Operation:
+    if isinstance(op, UpdateFunction) and isinstance(op.function, str):
+        return dataclasses.replace(op, function=resolve_function(op.function))
+    return op
 
 
 def _check_fields(item: dict[str, Any], wanted: tuple[str, ...]) -> None:
@@ -103,7 +139,8 @@ def _update(item: dict[str, Any]) -> UpdateFunction:
     path = item["function"]
     if not isinstance(path, str):
         raise _Bad(f'"function" must be "module.path:function_name", got {_short(path)}')
-    return UpdateFunction(_name(item, "step"), resolve_function(path))
+    _split_path(path)
+    return UpdateFunction(_name(item, "step"), path)  # imported once all are checked
 
 
 def _knob(item: dict[str, Any]) -> SetKnob:
@@ -194,9 +231,7 @@ def resolve_function(path: str) -> Any:
     ``name`` may be dotted (``module:Class.method``). It must be callable or have a
     ``process`` method (a ``KeyedProcess`` instance).
     """
-    module_name, colon, attr = path.partition(":")
-    if not colon or not module_name.strip() or not attr.strip():
-        raise _Bad(f'"function" must be "module.path:function_name", got {path!r}')
+    module_name, attr = _split_path(path)
     try:
         target: Any = importlib.import_module(module_name.strip())
     except Exception as exc:  # ImportError, or the module raised while importing
@@ -210,6 +245,13 @@ def resolve_function(path: str) -> Any:
     if not callable(target) and not callable(getattr(target, "process", None)):
         raise _Bad(f"{path!r} is a {type(target).__name__}, not a function or keyed process")
     return target
+
+
+def _split_path(path: str) -> tuple[str, str]:
+    module_name, colon, attr = path.partition(":")
+    if not colon or not module_name.strip() or not attr.strip():
+        raise _Bad(f'"function" must be "module.path:function_name", got {path!r}')
+    return module_name, attr
 
 
 def function_path(fn: Any) -> str:
