@@ -6,12 +6,11 @@ import re
 import stat
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pyarrow as pa
 import pytest
+from http_calls import call_raw as call
 
 import rheostat as rs
 from rheostat.control.controller import Controller
@@ -90,21 +89,6 @@ def test_prometheus_rendering():
 
 
 # --- a running job ------------------------------------------------------------------------
-
-
-def call(url, token=None, method="GET", body=None):
-    """(status, headers, body bytes) of one request."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers, err.read()
 
 
 class HeldOpen(Source):

@@ -55,7 +55,7 @@ def test_every_write_is_refused(tables, tmp_path, sql):
     assert not (tmp_path / "copy.sqlite").exists() and not (tmp_path / "other.sqlite").exists()
 
 
-@pytest.mark.parametrize("sql", WRITES[:8] + ["create table hacked (a)", "drop table jobs"])
+@pytest.mark.parametrize("sql", [*WRITES[:8], "create table hacked (a)", "drop table jobs"])
 def test_every_write_is_refused_from_another_process_too(tmp_path, sql):
     tables = JobTables(tmp_path / "t.sqlite", job="j")
     tables.checkpoint_triggered(1)

@@ -386,6 +386,7 @@ class Controller:
         self.api.publish(JobSnapshot(
             self.plan.flow_name, self.job.state, self.job.restarts,
             tuple(self.checkpoints.completed) if self.checkpoints else (), metrics, chains,
+            {sid: step.kind for sid, step in self.plan.steps.items()},
         ))
 
     def _serve_api(self) -> None:
@@ -406,14 +407,8 @@ class Controller:
     def _api_request(self, request: ApiRequest) -> Any:
         if request.kind == "savepoint":
             return self._savepoint(request.args["name"])
-        if request.kind == "reconfigure":
-            from rheostat.control.reconfig_json import ops_from_json
-
-            try:
-                ops = ops_from_json(request.args["ops"])
-            except (ValueError, TypeError) as exc:
-                raise ApiError(400, str(exc)) from None
-            reply = self.reconfigure(ops)
+        if request.kind == "reconfigure":  # read, checked and imported by the HTTP thread
+            reply = self.reconfigure(request.args["parsed"])
             reply.add_done_callback(lambda f: _answer(request, f))
             return _LATER
         raise ApiError(400, f"unknown request {request.kind!r}")

@@ -4,11 +4,18 @@ Standard library only: a :class:`http.server.ThreadingHTTPServer` on a daemon th
 bound to 127.0.0.1 unless told otherwise. Every request needs ``Authorization: Bearer
 <token>``: the admin token may do everything, the read-only token only ``GET``. A missing
 or unknown token is answered 401 on every route, the read-only token 403 on a ``POST``.
+See docs/security.md, "The HTTP API": the admin token runs code as the job's user.
+
+A connection that sends nothing for ``read_timeout_s`` is closed, and at most
+``max_connections`` are served at once (more are answered 503). The tokens are never
+logged: they are in a file readable by the job's user only (next to the tables file, or
+in a private temporary directory), or they are the ones given.
 
 Routes (JSON unless said otherwise):
 
 - ``GET /v1/job``: flow, state, restarts, completed checkpoints, per-task metrics.
-- ``GET /v1/sql?q=select ...``: a read-only query over the job's tables.
+- ``GET /v1/sql?q=select ...``: a read-only query over the job's tables, on its own
+  read-only connection (SQLite refuses any write), stopped after ``query_timeout_s``.
 - ``GET /metrics``: Prometheus text format.
 - ``POST /v1/savepoint`` ``{"name": "..."}`` (admin): keep the newest complete
   checkpoint as savepoint ``name``.
@@ -16,8 +23,9 @@ Routes (JSON unless said otherwise):
   operations as one (see :mod:`rheostat.control.reconfig_json` for their JSON); answers
   ``{"reconfig_id", "status", "duration_ms", "reason"}`` once it is done or refused.
 
-The HTTP threads never change the controller: reads use the lock-protected tables and a
-snapshot the controller publishes each loop; a change goes on a queue as an
+The HTTP threads never change the controller nor wait for it to read: queries run on
+the HTTP thread, and the rest reads a snapshot the controller publishes each loop; a
+change is read and checked on the HTTP thread, then goes on a queue as an
 :class:`ApiRequest` that the controller's loop serves between event batches.
 
 >>> tokens = ApiTokens(admin="a", read="r")
@@ -27,6 +35,7 @@ snapshot the controller publishes each loop; a change goes on a queue as an
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -34,7 +43,11 @@ import os
 import queue
 import re
 import secrets
+import shutil
+import socket
 import sqlite3
+import stat
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
@@ -45,6 +58,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from rheostat.control.reconfig_json import ops_from_json
 from rheostat.control.tables import JobTables
 from rheostat.protocol import TaskId, TaskMetrics
 
@@ -90,11 +104,17 @@ class ApiTokens:
 
 @dataclass(frozen=True)
 class HttpApiSettings:
-    """Where the API listens (``port=0``: any free port) and its tokens (random if None)."""
+    """Where the API listens (``port=0``: any free port) and its tokens (random if None);
+    how long a query may run, how long a connection may send nothing, how many
+    connections are served at once."""
 
     port: int = 0
     host: str = "127.0.0.1"
     tokens: Mapping[str, str] | None = None
+    query_timeout_s: float = 10.0
+    max_query_rows: int = 100_000
+    read_timeout_s: float = 10.0
+    max_connections: int = 16
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,8 @@ class JobSnapshot:
     checkpoints: tuple[int, ...]
     metrics: dict[str, TaskMetrics]
     chains: dict[str, tuple[str, str]]  # task id -> (chain id, its steps joined by ",")
+    #: step id -> kind: reconfigurations are checked against them (None: not checked)
+    steps: Mapping[str, str] | None = None
 
 
 def snapshot_metrics(metrics: Mapping[str, TaskMetrics]) -> dict[str, TaskMetrics]:
@@ -239,9 +261,13 @@ class HttpApi:
 
         class Handler(_Handler):
             owner = api
+            timeout = api.settings.read_timeout_s  # on every read and write of a socket
 
-        server = ThreadingHTTPServer((self.settings.host, self.settings.port), Handler)
-        server.daemon_threads = True
+        tokens_file = self._tokens_file(flow)
+        if tokens_file is not None:
+            _remove_leftovers(tokens_file)  # a killed driver's: an old URL, old tokens
+        server = _Server((self.settings.host, self.settings.port), Handler,
+                         self.settings.max_connections)
         self._thread = threading.Thread(target=server.serve_forever, name="rheostat-http",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
@@ -249,19 +275,25 @@ class HttpApi:
         host, port = server.server_address[:2]
         shown = f"[{host}]" if ":" in str(host) else str(host)
         url = f"http://{shown}:{port}"
-        tokens_file = None
-        if self.tokens_dir is not None:
-            tokens_file = self.tokens_dir / f"{flow}.tokens.json"
         self.info = HttpApiInfo(url, str(host), int(port), self.tokens, tokens_file)
         if tokens_file is not None:
             _write_private(tokens_file, {"url": url, "admin": self.tokens.admin,
                                          "read": self.tokens.read})
-        if tokens_file is not None:
-            log.info("job %r: HTTP API at %s (tokens in %s)", flow, url, tokens_file)
+            where = f"tokens in {tokens_file}, readable by this user only"
         else:
-            log.info("job %r: HTTP API at %s (admin token %s, read-only token %s)",
-                     flow, url, self.tokens.admin, self.tokens.read)
+            where = "tokens: the ones given in http_tokens"
+        log.info("job %r: HTTP API at %s (%s)", flow, url, where)  # never the tokens
         return self.info
+
+    def _tokens_file(self, flow: str) -> Path | None:
+        """Next to the tables; else, unless the caller gave both tokens (and so knows
+        them), in a directory private to this user and process."""
+        if self.tokens_dir is not None:
+            return self.tokens_dir / f"{flow}.tokens.json"
+        given = self.settings.tokens or {}
+        if given.get("admin") and given.get("read"):
+            return None
+        return _private_dir() / f"{flow}-{secrets.token_hex(3)}.tokens.json"
 
     def publish(self, snapshot: JobSnapshot) -> None:
         self._snapshot = snapshot  # one reference assignment: atomic for the readers
@@ -285,6 +317,9 @@ class HttpApi:
                 request.reply.set_exception(ApiError(503, "the job has ended"))
         if self.info is not None and self.info.tokens_file is not None:
             self.info.tokens_file.unlink(missing_ok=True)  # the tokens open nothing now
+            if self.tokens_dir is None:
+                with contextlib.suppress(OSError):  # not empty: another API's file
+                    self.info.tokens_file.parent.rmdir()
 
     # --- the HTTP threads' calls ---------------------------------------------------
 
@@ -309,6 +344,43 @@ class HttpApi:
                                 "still being carried out (see GET /v1/job)") from None
 
 
+def _private_dir() -> Path:
+    """``<tmp>/rheostat-<uid>/<pid>/`` (mode 0700), made if need be; first the folders
+    of processes that have ended (a killed driver's tokens) are removed."""
+    uid = os.getuid()
+    base = Path(tempfile.gettempdir()) / f"rheostat-{uid}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    info = os.lstat(base)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o077:
+        raise RuntimeError(f"{base} is not a directory private to this user (mode 0700): "
+                           "remove it, or give the job a tables file or both http_tokens")
+    for child in base.iterdir():
+        if child.name.isdigit() and not _alive(int(child.name)):
+            shutil.rmtree(child, ignore_errors=True)
+    mine = base / str(os.getpid())
+    mine.mkdir(mode=0o700, exist_ok=True)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists
+        return True
+    return True
+
+
+def _remove_leftovers(tokens_file: Path) -> None:
+    """Remove a tokens file (and its half-written copies) that an earlier run of the
+    job left behind, so that nothing points at its URL while this one starts."""
+    tokens_file.unlink(missing_ok=True)
+    if tokens_file.parent.is_dir():
+        for aside in tokens_file.parent.glob(f".{tokens_file.name}.*.tmp"):
+            aside.unlink(missing_ok=True)
+
+
 def _write_private(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``path``, readable by its owner only (mode 0600), at
     once: a reader that sees the file sees all of it (written aside, then renamed)."""
@@ -322,6 +394,51 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
     finally:
         os.close(fd)
     os.replace(aside, path)
+
+
+class _Server(ThreadingHTTPServer):
+    """Serves at most ``max_connections`` connections at once; one more is answered 503
+    and closed at once, without a thread."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler],
+                 max_connections: int) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _refuse(request, f"too many connections (at most {self.max_connections}); "
+                             "try again")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # a thread serves it
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _refuse(request: socket.socket, message: str) -> None:
+    """Answer 503 on a connection no thread serves, without waiting on it."""
+    body = json.dumps({"error": message}).encode()
+    head = (f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with contextlib.suppress(OSError):
+        request.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            request.recv(MAX_BODY_BYTES)  # what the client sent, so that closing is clean
+        request.send(head + body)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -386,9 +503,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _sql(self, query: str) -> dict[str, Any]:
         if not query.strip():
             raise ApiError(400, "give a query: /v1/sql?q=select ...")
-        try:
-            table = self.owner.tables.query(query)
-        except (ValueError, sqlite3.Error) as exc:
+        settings = self.owner.settings
+        try:  # here, on a read-only connection of its own: the controller goes on
+            table = self.owner.tables.query(query, timeout_s=settings.query_timeout_s,
+                                            max_rows=settings.max_query_rows)
+        except (ValueError, sqlite3.Error) as exc:  # QueryTimeout names the limit
             raise ApiError(400, str(exc)) from None
         return {"columns": table.column_names,
                 "rows": [list(r.values()) for r in table.to_pylist()]}
@@ -406,7 +525,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, 'give the operations as {"ops": [...]}, a non-empty list, e.g. '
                                 '{"ops": [{"op": "rescale", "step": "count", '
                                 '"parallelism": 4}]}')
-        return self.owner.ask("reconfigure", {"ops": ops}, RECONFIGURE_TIMEOUT_S)
+        try:  # the steps are checked before an update imports anything
+            parsed = ops_from_json(ops, steps=self.owner.snapshot().steps)
+        except (ValueError, TypeError) as exc:
+            raise ApiError(400, str(exc)) from None
+        return self.owner.ask("reconfigure", {"ops": ops, "parsed": parsed},
+                              RECONFIGURE_TIMEOUT_S)
 
     def _body(self) -> Any:
         try:
@@ -415,7 +539,15 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "bad Content-Length") from None
         if length > MAX_BODY_BYTES:
             raise ApiError(413, "request body too large")
-        raw = self.rfile.read(length) if length > 0 else b""
+        try:
+            raw = self.rfile.read(length) if length > 0 else b""
+        except TimeoutError:
+            self.close_connection = True
+            raise ApiError(408, f"the request body did not arrive (nothing for "
+                                f"{self.timeout:g} s)") from None
+        if len(raw) < length:  # the client closed its side early
+            self.close_connection = True
+            raise ApiError(400, "the request body is shorter than its Content-Length")
         try:
             return json.loads(raw) if raw else {}
         except ValueError:
