@@ -363,3 +363,16 @@ def test_the_final_checkpoint_waits_for_a_retired_task_that_has_not_ended_yet():
     for w in (0, 1):
         d.feed(FinalCommitted(w))
     assert d.brain.job.state == "finished"
+
+
+def test_a_restart_that_finds_no_checkpoint_it_may_restore_fails_the_job():
+    from rheostat.control.plane import RestoreFailed
+    from rheostat.runtime.checkpoint.errors import UnauthenticatedCheckpointError
+
+    brain = plane()
+    brain.handle(WorkerDied(0, -9), 0.0)  # the shell now restarts, and finds ...
+    error = UnauthenticatedCheckpointError("checkpoint 3", "it was signed with another secret")
+    out = brain.handle(RestoreFailed(error), 0.0)
+    assert brain.job.state == "failed" and brain.job.error is error
+    assert [a for a in out if isinstance(a, Send)] == []  # its workers are stopped already
+    assert records(out, "job_state") == [("failed", error)]

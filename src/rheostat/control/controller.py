@@ -48,6 +48,7 @@ from rheostat.control.plane import (
     ReleaseWorkers,
     Reply,
     RestartJob,
+    RestoreFailed,
     Send,
     WorkersPolled,
     WriteCheckpoint,
@@ -350,7 +351,11 @@ class Controller:
         if store is not None:
             if action.abort is not None:
                 store.abort(action.abort)
-            point = store.latest()
+            try:
+                point = store.latest()
+            except CheckpointError as exc:  # e.g. one that does not verify: no restore
+                log.error("job %r cannot restart: %s", self.plan.flow_name, exc)
+                return RestoreFailed(exc)
             if point is not None:
                 restore = RestoreFrom(point, point.job["parallelism"])
         self.tables.restarted(action.attempt, action.reason,

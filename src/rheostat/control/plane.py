@@ -113,7 +113,7 @@ class AbortCheckpoint:
 class RestartJob:
     """Stop every worker (killing them), abort checkpoint ``abort`` if any, and start
     the job again from the latest checkpoint with this plan, placement and number of
-    workers; answer with :class:`JobRestarted`."""
+    workers; answer with :class:`JobRestarted`, or :class:`RestoreFailed`."""
 
     attempt: int
     reason: str
@@ -184,6 +184,14 @@ class JobRestarted:
 
 
 @dataclass(frozen=True)
+class RestoreFailed:
+    """The restart found no checkpoint it may restore (one that does not verify, say):
+    the job fails with ``error``; its workers are stopped already."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
 class WorkersPolled:
     """The workers being started are ``ready``, or could not start (``error``)."""
 
@@ -191,7 +199,8 @@ class WorkersPolled:
     error: BaseException | None = None
 
 
-Outcome = CheckpointWritten | CheckpointWriteFailed | JobRestarted | WorkersPolled
+Outcome = (CheckpointWritten | CheckpointWriteFailed | JobRestarted | RestoreFailed
+           | WorkersPolled)
 
 
 @dataclass
@@ -293,6 +302,9 @@ class ControlPlane:
             self._checkpoint_failed(event.checkpoint_id, event.reason)
         elif isinstance(event, JobRestarted):
             self.job.restarted()
+        elif isinstance(event, RestoreFailed):
+            self.job.fail(event.error)  # its StopWorker: the workers are gone already
+            self._record("job_state", self.job.state, self.job.error)
         elif isinstance(event, WorkersPolled):
             self._workers_polled(event)
         else:
