@@ -1,0 +1,145 @@
+"""The skew policy: move key groups between a step's tasks before adding tasks.
+
+A step is imbalanced when ``(max - min) / max`` of its tasks' key-group loads (rows per
+second) reaches ``threshold`` (Elasticutor's rule, 0.2). Then, greedily and with as few
+moves as it can: take the most loaded task and the least loaded one; move the largest key
+group that fits (at most half their gap, so the receiver does not end above the giver),
+else the one that overshoots least (still under the gap, so the pair's maximum falls); of
+equal loads, the one with less state (fewer bytes to migrate). Repeat until under the
+threshold; a group moves at most once per decision. When the most loaded task has nothing
+that fits, the next most loaded gives to the least loaded.
+
+A key group hotter than one task can serve (its rows above ``hot_group_utilisation`` of
+its owner's true rate) is **reported**, not scaled: more tasks cannot split a group. It is
+pinned where it is, and the other groups move around it.
+
+>>> from rheostat.policy.snapshot import MetricsSnapshot, StepSample, TaskSample
+>>> a = TaskSample("agg#0", 900.0, 900.0, 0.9, key_group_rows={0: 500.0, 1: 300.0, 2: 100.0})
+>>> b = TaskSample("agg#1", 100.0, 100.0, 0.1, key_group_rows={3: 100.0})
+>>> step = StepSample("agg", 2, (a, b), inputs=("src",), key_group_owner=(0, 0, 0, 1))
+>>> d = decide(MetricsSnapshot(1.0, 1.0, {"agg": step})).of("agg")
+>>> d.action, dict(d.moves)
+('move', {1: 1, 2: 1})
+>>> print(d.reason)  # doctest: +NORMALIZE_WHITESPACE
+imbalance 89% >= 20%: move 2 key groups (400 rows/s, 0 state bytes) from the most loaded
+tasks; imbalance after 0%
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from rheostat.policy.decision import Decision, Evaluation, none
+from rheostat.policy.snapshot import MetricsSnapshot, StepSample
+
+
+@dataclass(frozen=True)
+class SkewConfig:
+    threshold: float = 0.2
+    hot_group_utilisation: float = 0.9
+    max_moves: int | None = None
+
+
+def imbalance(loads: Sequence[float]) -> float:
+    """``(max - min) / max`` (0.0 when nothing is loaded).
+
+    >>> imbalance([10.0, 8.0, 5.0])
+    0.5
+    """
+    top = max(loads, default=0.0)
+    return (top - min(loads)) / top if top > 0 else 0.0
+
+
+def plan_moves(groups: Sequence[Mapping[int, float]], threshold: float,
+               state_bytes: Mapping[int, int] | None = None, pinned: frozenset[int] = frozenset(),
+               max_moves: int | None = None) -> dict[int, int]:
+    """Key group -> new owner index that brings ``imbalance`` under ``threshold``.
+
+    ``groups[i]`` maps the key groups task ``i`` owns to their rows per second.
+
+    >>> plan_moves([{0: 4.0, 1: 4.0, 2: 4.0}, {}], threshold=0.2)
+    {0: 1}
+    """
+    sizes = state_bytes or {}
+    owned = [dict(g) for g in groups]
+    load = [sum(g.values()) for g in owned]
+    moves: dict[int, int] = {}
+    while imbalance(load) >= threshold and (max_moves is None or len(moves) < max_moves):
+        to = min(range(len(load)), key=lambda i: load[i])
+        pick = None
+        for giver in sorted(range(len(load)), key=lambda i: -load[i]):
+            gap = load[giver] - load[to]
+            fits = [(w, g) for g, w in owned[giver].items()
+                    if 0 < w < gap and g not in pinned and g not in moves]
+            if fits:
+                under = [f for f in fits if f[0] <= gap / 2]
+                pick = (giver, max(under, key=lambda f: (f[0], -sizes.get(f[1], 0)))[1]
+                        if under else min(fits, key=lambda f: (f[0], sizes.get(f[1], 0)))[1])
+                break
+        if pick is None:
+            break
+        giver, g = pick
+        w = owned[giver].pop(g)
+        owned[to][g] = w
+        load[giver] -= w
+        load[to] += w
+        moves[g] = to
+    return moves
+
+
+def decide(snapshot: MetricsSnapshot, config: SkewConfig = SkewConfig(),
+           memory: None = None) -> Evaluation:
+    """A decision per step: "move", "report_hot_key" or "none", each with its reason."""
+    return Evaluation(tuple(_decide_step(snapshot.steps[s], config)
+                            for s in snapshot.topological()))
+
+
+def _decide_step(step: StepSample, config: SkewConfig) -> Decision:
+    p = step.parallelism
+    if not any(t.key_group_rows for t in step.tasks):
+        return none(step.step_id, p, "no key-group rows counted (not keyed, or idle)",
+                    policy="skew")
+    groups = [dict(t.key_group_rows or {}) for t in step.tasks]
+    sizes = {g: b for t in step.tasks for g, b in (t.state_bytes_per_group or {}).items()}
+    load = [sum(g.values()) for g in groups]
+    mean_rate = step.true_rate_per_task
+    hot = {g: w for i, t in enumerate(step.tasks) for g, w in groups[i].items()
+           if w > config.hot_group_utilisation * (t.true_rate or mean_rate or float("inf"))}
+    moves = plan_moves(groups, config.threshold, sizes, frozenset(hot), config.max_moves)
+    after = list(load)
+    owner = {g: i for i, gs in enumerate(groups) for g in gs}
+    for g, to in moves.items():
+        w = groups[owner[g]][g]
+        after[owner[g]] -= w
+        after[to] += w
+    before_i, after_i = imbalance(load), imbalance(after)
+    inputs = {"imbalance": before_i, "imbalance_after": after_i, "skew_index": step.skew_index,
+              "groups_moved": float(len(moves)), "hot_groups": float(len(hot)),
+              "state_bytes_moved": float(sum(sizes.get(g, 0) for g in moves)),
+              "true_rate_per_task": mean_rate, "busy_max": step.busy_max}
+    total = sum(load)
+    capacity = mean_rate * total / max(after) if mean_rate and max(after) > 0 else None
+    rows = sum(groups[owner[g]][g] for g in moves)
+    moved = (f"move {len(moves)} key group{'s' * (len(moves) != 1)} ({rows:.0f} rows/s, "
+             f"{inputs['state_bytes_moved']:.0f} state bytes) from the most loaded tasks; "
+             f"imbalance after {after_i:.0%}")
+    fields = {"moves": moves, "predicted_capacity_per_s": capacity, "policy": "skew",
+              "inputs": inputs}
+    if hot:
+        g, w = max(hot.items(), key=lambda kv: kv[1])
+        why = (f"key group {g} carries {w:.0f} rows/s, more than "
+               f"{config.hot_group_utilisation:.0%} of what one task serves "
+               f"({(step.tasks[owner[g]].true_rate or mean_rate or 0):.0f} rows/s): more tasks "
+               f"cannot split it, so it is reported, not scaled")
+        return Decision(step.step_id, "report_hot_key", p, p,
+                        f"{why}; {moved}" if moves else why, **fields)  # type: ignore[arg-type]
+    if before_i < config.threshold:
+        return none(step.step_id, p, f"imbalance {before_i:.0%} is under {config.threshold:.0%}",
+                    **fields)
+    if not moves:
+        return none(step.step_id, p, f"imbalance {before_i:.0%} >= {config.threshold:.0%}, but "
+                    "no key group move lowers it (one group dominates its task)", **fields)
+    return Decision(step.step_id, "move", p, p,
+                    f"imbalance {before_i:.0%} >= {config.threshold:.0%}: {moved}",
+                    **fields)  # type: ignore[arg-type]
