@@ -23,22 +23,25 @@ from __future__ import annotations
 from rheostat.policy.snapshot import MetricsSnapshot, StepSample
 
 
-def source_target(step: StepSample, catch_up_s: float | None = None) -> float:
-    """What a source should read per second: its asked rate, plus its backlog's catch-up."""
+def source_target(step: StepSample, catch_up_s: float | None = None,
+                  pause_s: float = 0.0) -> float:
+    """What a source should read per second: its asked rate, plus the catch-up of its
+    backlog and of the rows a reconfiguration pausing it for ``pause_s`` would add."""
     rate = step.source_rate_per_s if step.source_rate_per_s is not None else step.input_rate
-    if catch_up_s and step.backlog_rows:
-        rate += step.backlog_rows / catch_up_s
+    if catch_up_s:
+        rate += ((step.backlog_rows or 0) + rate * pause_s) / catch_up_s
     return rate
 
 
-def target_rates(snapshot: MetricsSnapshot, catch_up_s: float | None = None) -> dict[str, float]:
+def target_rates(snapshot: MetricsSnapshot, catch_up_s: float | None = None,
+                 pause_s: float = 0.0) -> dict[str, float]:
     """Each step's target input rate in rows per second, sources first."""
     targets: dict[str, float] = {}
     for step_id in snapshot.topological():
         step = snapshot.steps[step_id]
         known = [up for up in step.inputs if up in targets]
         if step.is_source:
-            targets[step_id] = source_target(step, catch_up_s)
+            targets[step_id] = source_target(step, catch_up_s, pause_s)
         elif known:
             targets[step_id] = sum(targets[up] * snapshot.steps[up].selectivity for up in known)
         else:
