@@ -317,10 +317,12 @@ class RayBackend(Backend):
         the workers ask for (like the local backend, it may run more workers than cores)."""
         if ray.is_initialized():
             return
-        options: dict[str, Any] = {"log_to_driver": True, **self.init_options}
         local = self.address is None and not os.environ.get("RAY_ADDRESS")
-        if local and "num_cpus" not in options:
-            options["num_cpus"] = max(os.cpu_count() or 1, math.ceil(cpus_wanted))
+        options = ray_init_options(self.init_options, cpus_wanted, local=local)
+        if local and os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            log.warning("RAY_AUTH_MODE=disabled: the Ray instance rheostat starts will run "
+                        "code for anyone who can reach its ports; unset it to keep "
+                        "Ray's token authentication on (docs/security.md#ray)")
         where = self.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
         try:
             try:
@@ -352,6 +354,29 @@ class RayBackend(Backend):
                 for name, amount in task_resources(plan, task_id).items():
                     wants[name] = wants.get(name, 0) + amount
         return {k: v for k, v in wants.items() if v > 0} or {"CPU": 0.001}
+
+
+def ray_init_options(
+    init_options: Mapping[str, Any], cpus_wanted: float, *, local: bool,
+) -> dict[str, Any]:
+    """The keyword arguments of ``ray.init``: ``init_options`` over rheostat's defaults.
+
+    A Ray instance started here (``local``) gets the logical CPUs the workers ask for and
+    no dashboard (its job API runs shell commands); a dashboard asked for listens on
+    127.0.0.1. Token authentication is Ray's default for such an instance and nothing
+    here turns it off. Ray 2.x cannot bind its GCS, raylet and worker ports to 127.0.0.1
+    (it replaces a loopback ``_node_ip_address`` with the node's address), so none is set.
+
+    >>> ray_init_options({}, 2, local=True)["include_dashboard"]
+    False
+    """
+    options: dict[str, Any] = {"log_to_driver": True, **init_options}
+    if local:
+        if "num_cpus" not in options:
+            options["num_cpus"] = max(os.cpu_count() or 1, math.ceil(cpus_wanted))
+        options.setdefault("include_dashboard", False)
+        options.setdefault("dashboard_host", "127.0.0.1")
+    return options
 
 
 def node_id(node: str) -> str:
