@@ -67,14 +67,19 @@ def default_path(flow_name: str, root: str | os.PathLike[str] = ".rheostat") -> 
 
 
 class JobTables:
-    """The tables of one job, in a file or in memory (``path=None``)."""
+    """The tables of one job, in a file or in memory (``path=None``).
+
+    A file is readable by its owner only (0600, its ``-wal`` and ``-shm`` too), and the
+    directories made for it are 0700; a directory that already existed keeps its mode.
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, job: str = "job") -> None:
         self.job = job
         self.path = None if path is None else Path(path)
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private_dirs(self.path.parent)
             self.path.unlink(missing_ok=True)  # a new run of the job starts new tables
+            _make_private_file(self.path)  # SQLite gives its -wal and -shm the same mode
             self._file = self.path
         else:  # a private directory (0700): the file, its -wal and -shm, gone with us
             self._file = Path(tempfile.mkdtemp(prefix="rheostat-tables-")) / "tables.sqlite"
@@ -225,6 +230,28 @@ class JobTables:
     def close(self) -> None:
         with self._lock:
             self._closer()
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Make ``directory`` and its missing parents with mode 0700; those that exist keep
+    their mode."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+
+
+def _make_private_file(path: Path) -> None:
+    """An empty file (an empty SQLite database) readable by its owner only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+    finally:
+        os.close(fd)
 
 
 def _close(db: sqlite3.Connection, private_dir: Path | None) -> None:
