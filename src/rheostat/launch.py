@@ -65,9 +65,10 @@ def run(flow: Flow, **options: Any) -> JobResult:
     ``POST /v1/savepoint`` and ``POST /v1/reconfigure``. Requests need
     ``Authorization: Bearer <token>``: the admin token, or the read-only token (GETs
     only). The tokens are random unless given in ``http_tokens`` (``{"admin": ...,
-    "read": ...}``); with a ``tables`` file they are written next to it as
-    ``<flow>.tokens.json`` (mode 0600) while the job runs, and ``result.http`` holds them
-    and the URL.
+    "read": ...}``) and never logged. While the job runs they are in a file of mode 0600
+    (``result.http.tokens_file``): with a ``tables`` file, ``<flow>.tokens.json`` next to
+    it; otherwise, unless both were given, in ``<tmp>/rheostat-<uid>/<pid>/``, a
+    directory private to this user. ``result.http`` holds them and the URL.
 
     To change the job while it runs, use :func:`start` instead. A live migration moves at
     most ``reconfig_batch_groups`` key groups at a time (0: all at once), so rows of only
