@@ -94,6 +94,7 @@ class _Sizing:
     hi: int
     want: int
     why: str
+    idle: bool = False  # nothing measured: kept within its limits and the budget only
 
 
 def decide(snapshot: MetricsSnapshot, config: RateConfig = RateConfig(),
@@ -137,27 +138,27 @@ def _learn(curve: CapacityCurve, step: StepSample, snapshot: MetricsSnapshot,
 def _size(step: StepSample, target: float, curve: CapacityCurve,
           config: RateConfig) -> _Sizing | Decision:
     rate = step.true_rate_per_task
+    lo, hi = config.limits_of(step)
     if rate is None or step.busy_mean < config.min_useful_fraction:
-        return none(step.step_id, step.parallelism,
-                    f"too little useful time measured (busy {step.busy_mean:.0%}) to size "
-                    f"it for {target:.0f} rows/s", target_rate_per_s=target, policy="rate",
-                    inputs=_inputs(step, target))
+        why = (f"too little useful time measured (busy {step.busy_mean:.0%}) to size it for "
+               f"{target:.0f} rows/s")
+        return _Sizing(step, target, LinearModel(0.0), 0.0, lo, hi,
+                       min(hi, max(lo, step.parallelism)), why, idle=True)
     model = curve if config.use_curve and curve.fitted else LinearModel(rate)
     loads = step.group_loads
     total = sum(loads.values())
     share = max(loads.values()) / total if total > 0 else 0.0
     cap = rate / share if share > 0 else math.inf
-    lo, hi = config.limits_of(step)
     need = min(target, cap) / config.target_utilisation
     p = model.smallest(need, lo, hi)
-    why = f"needs {p} tasks at {config.target_utilisation:.0%} utilisation"
+    why = f"needs {p} task{'s' * (p != 1)} at {config.target_utilisation:.0%} utilisation"
     if p is None:
         p = model.peak(lo, hi) if isinstance(model, CapacityCurve) else hi
         why = f"needs more than the {hi} allowed; {p} is the most that helps"
     if target > cap:
         why = (f"one key group carries {share:.0%} of its rows, so no parallelism takes more "
                f"than {cap:.0f} rows/s; {p} tasks reach that")
-    rho = target / model.capacity(step.parallelism)
+    rho = _utilisation(target, model.capacity(step.parallelism))
     down = model.smallest(min(target, cap) / config.scale_down_utilisation, lo, hi) or hi
     want = step.parallelism
     if (rho > config.scale_up_above and p > step.parallelism) or down < step.parallelism:
@@ -192,9 +193,18 @@ def _within_budget(sized: Mapping[str, _Sizing], budget: int | None,
 
 def _decision(z: _Sizing, p: int, config: RateConfig) -> Decision:
     step, now = z.step, z.step.parallelism
-    rho = z.target / z.model.capacity(now)
-    per_task = f"{step.true_rate_per_task:.0f} rows/s per task" if z.model.name == "linear" \
-        else "the measured capacity curve"
+    if z.idle:
+        budget = f"; the core budget of {config.core_budget} allows {p}" if p != z.want else ""
+        fields = {"policy": "rate", "target_rate_per_s": z.target,
+                  "inputs": _inputs(step, z.target)}
+        if p == now:
+            return none(step.step_id, now, z.why, **fields)
+        return Decision(step.step_id, "rescale", now, p,
+                        f"{z.why}; limits {z.lo}..{z.hi}{budget}: rescale {now} -> {p}",
+                        **fields)  # type: ignore[arg-type]
+    rho = _utilisation(z.target, z.model.capacity(now))
+    per_task = f"{step.true_rate_per_task or 0:.0f} rows/s per task" \
+        if z.model.name == "linear" else "the measured capacity curve"
     head = f"target {z.target:.0f} rows/s at {per_task} ({z.model.name}) {z.why}; " \
            f"{now} run at {rho:.0%}"
     if p != z.want:
@@ -217,6 +227,12 @@ def _decision(z: _Sizing, p: int, config: RateConfig) -> Decision:
                     ideal_parallelism=ideal, policy="rate", model=z.model.name,  # type: ignore[arg-type]
                     predicted_capacity_per_s=min(z.cap, z.model.capacity(p)),
                     target_rate_per_s=z.target, inputs=_inputs(step, z.target, rho))
+
+
+def _utilisation(target: float, capacity: float) -> float:
+    if capacity > 0:
+        return target / capacity
+    return 0.0 if target <= 0 else math.inf
 
 
 def _inputs(step: StepSample, target: float, rho: float | None = None) -> dict[str, float | None]:
