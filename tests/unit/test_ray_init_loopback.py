@@ -3,13 +3,16 @@ token authentication on; joining a cluster passes the user's options through unc
 (issue 12, finding 7). ``ray.init`` is replaced by a recorder: no Ray starts here."""
 
 import logging
+import os
+import stat
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("ray", reason="the Ray tests need: pip install -e '.[ray]'")
 
 from rheostat.backends.ray import backend as ray_backend
-from rheostat.backends.ray.backend import RayBackend, ray_init_options
+from rheostat.backends.ray.backend import RayBackend, private_ray_token, ray_init_options
 
 
 def test_a_local_instance_has_no_dashboard_and_any_dashboard_on_loopback():
@@ -28,12 +31,13 @@ def test_the_users_options_win_and_a_cluster_gets_only_them():
 
 
 @pytest.fixture
-def ray_init_calls(monkeypatch):
+def ray_init_calls(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(ray_backend.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray_backend.ray, "init", lambda **kw: calls.append(kw))
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # its ~/.ray/auth_token, not this user's
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
     return calls
 
 
@@ -45,6 +49,9 @@ def test_connect_starts_ray_with_those_options(ray_init_calls, caplog):
     assert kw["include_dashboard"] is False and kw["dashboard_host"] == "127.0.0.1"
     assert "_node_ip_address" not in kw and "RAY_AUTH_MODE" not in str(kw)
     assert not caplog.records
+    token = Path(os.environ["HOME"]) / ".ray" / "auth_token"  # made before Ray could
+    assert mode(token) == 0o600 and mode(token.parent) == 0o700
+    assert len(token.read_text()) == 64
 
 
 def test_connect_warns_when_token_authentication_is_turned_off(
@@ -57,3 +64,22 @@ def test_connect_warns_when_token_authentication_is_turned_off(
     with caplog.at_level(logging.WARNING, "rheostat.ray"):
         RayBackend(address="auto")._connect(2)  # the cluster's choice, not ours
     assert not caplog.records
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_token_file_others_can_read_is_made_private(tmp_path, caplog):
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("t" * 64)
+    token.chmod(0o644)  # as Ray 2.60 writes it under umask 022
+    with caplog.at_level(logging.WARNING, "rheostat.ray"):
+        assert private_ray_token({}, tmp_path) == token
+    assert mode(token) == 0o600 and token.read_text() == "t" * 64
+    assert "readable by other users" in caplog.text
+    assert private_ray_token({"RAY_AUTH_TOKEN": "x"}, tmp_path / "none") is None
+    named = tmp_path / "elsewhere"
+    assert private_ray_token({"RAY_AUTH_TOKEN_PATH": str(named)}, tmp_path) == named
+    assert not named.exists()  # a missing named file is Ray's to report

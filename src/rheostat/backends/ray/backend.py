@@ -17,10 +17,12 @@ import itertools
 import logging
 import math
 import os
+import secrets
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -323,6 +325,8 @@ class RayBackend(Backend):
             log.warning("RAY_AUTH_MODE=disabled: the Ray instance rheostat starts will run "
                         "code for anyone who can reach its ports; unset it to keep "
                         "Ray's token authentication on (docs/security.md#ray)")
+        elif local:
+            private_ray_token(os.environ, Path.home())
         where = self.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
         try:
             try:
@@ -377,6 +381,38 @@ def ray_init_options(
         options.setdefault("include_dashboard", False)
         options.setdefault("dashboard_host", "127.0.0.1")
     return options
+
+
+def private_ray_token(environ: Mapping[str, str], home: Path) -> Path | None:
+    """Keep the Ray token file private (0600) to this user; returns its path, or None
+    when the token comes from ``RAY_AUTH_TOKEN``.
+
+    Ray (2.60) writes the ``~/.ray/auth_token`` a new instance makes with the default
+    mode, readable by every local user under the usual umask, which would let them past
+    its token authentication. So a missing one is made here first, the way Ray makes it
+    (``secrets.token_hex(32)``), mode 0600 in a directory made 0700; an existing one that
+    others can read is made 0600, with a warning.
+    """
+    if environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(environ.get("RAY_AUTH_TOKEN_PATH") or home / ".ray" / "auth_token")
+    if path.exists():
+        if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+            path.chmod(0o600)
+            log.warning("the Ray token %s was readable by other users; it is now 0600, "
+                        "but they may have it: remove it to have a new one made", path)
+        return path
+    if "RAY_AUTH_TOKEN_PATH" in environ:
+        return path  # Ray's to report
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, secrets.token_hex(32).encode())
+    finally:
+        os.close(fd)
+    return path
 
 
 def node_id(node: str) -> str:
