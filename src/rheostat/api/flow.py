@@ -211,6 +211,13 @@ class Stream:
         value}`` with JSON scalar values; ``fn`` then gets them as keyword arguments,
         ``fn(row, **knobs)`` (likewise for :meth:`filter`, :meth:`flat_map` and
         :meth:`map_batches`).
+
+        Rows need not all have the same keys (as in Bytewax, where a row is any dict):
+        the output has the union of the keys returned so far, null where a row lacks
+        one, and a key first returned later adds a column from that batch on; nothing
+        returned is dropped. A value whose type does not fit its column (a string in a
+        column of ints) fails the step on the input row that returned it, or skips it
+        under ``on_error``.
         """
         return self._map(fn, "map", name, on_error, parallelism, knobs)
 

@@ -9,6 +9,7 @@ reason to the step's ``errors`` output. A step with knobs calls ``fn(row, **knob
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import traceback
@@ -80,11 +81,16 @@ class MapOperator(Operator):
                 except TypeError as exc:
                     self._fail(row, TypeError(f"flat_map must return an iterable of dicts: {exc}"))
                     continue
+                if not all(isinstance(p, dict) for p in produced):
+                    self._fail(row, TypeError("flat_map must return an iterable of dicts"))
+                    continue
                 out.extend(produced)
                 index.extend([i] * len(produced))
         if not out:
             return None
-        result = self._to_batch(out)
+        result, index = self._to_batch(out, index, rows)
+        if result is None:
+            return None
         if ts is not None:
             result = result.append_column(EVENT_TIME, ts.take(pa.array(index, pa.int64())))
         return result
@@ -110,22 +116,67 @@ class MapOperator(Operator):
                 "record": json.dumps(row, default=str),
             })
 
-    def _to_batch(self, rows: list[dict]) -> pa.RecordBatch:
-        if self._schema is not None:
+    def _to_batch(
+        self, out: list[dict], index: list[int], inputs: list[dict]
+    ) -> tuple[pa.RecordBatch | None, list[int]]:
+        """The dicts returned as one batch, and the input row of each batch row.
+
+        Columns are the union of the keys of every dict so far, in the order they first
+        appeared; a dict without a key has a null there. A key that first appears in a
+        later row or batch adds a column (earlier batches went out without it), as a
+        Bytewax user expects of free-form dicts: nothing a function returns is dropped.
+        A value that does not fit its column's type fails the step on the input record
+        that produced it (or skips / dead-letters that record, per ``on_error``).
+        """
+        while out:
             try:
-                return pa.RecordBatch.from_pylist(rows, schema=self._schema)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
-                pass
-        try:
-            result = pa.RecordBatch.from_pylist(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise UserFunctionError(
-                self.step.step_id, describe_record(rows[0]), exc,
-                "the rows returned cannot form one Arrow batch (mixed types in a column?)\n",
-            ) from exc
-        if all(not pa.types.is_null(f.type) for f in result.schema):
+                return self._build(out), index
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                bad = self._first_bad(out)
+                if self.step.on_error == "fail":
+                    raise UserFunctionError(
+                        self.step.step_id,
+                        f"{describe_record(inputs[index[bad]])} (the function returned "
+                        f"{describe_record(out[bad])})", exc,
+                        "the value does not fit the type its column has in the rows "
+                        "returned before it (convert it in the function, e.g. to float)\n",
+                    ) from exc
+                self._fail(inputs[index[bad]], exc)
+                out, index = out[:bad] + out[bad + 1:], index[:bad] + index[bad + 1:]
+        return None, index
+
+    def _build(self, rows: list[dict], remember: bool = True) -> pa.RecordBatch:
+        """``rows`` as a batch of the union of their keys, with the types of the batches
+        before where they fit (else types inferred from these rows alone)."""
+        first = rows[0].keys()
+        names = (list(first) if all(r.keys() == first for r in rows)
+                 else list(dict.fromkeys(k for r in rows for k in r)))
+        result = None
+        if self._schema is not None:
+            known = set(self._schema.names)
+            schema = pa.schema([*self._schema, *(
+                pa.field(n, pa.array([r.get(n) for r in rows]).type)
+                for n in names if n not in known)])
+            with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):
+                result = pa.RecordBatch.from_pylist(rows, schema=schema)
+        if result is None:
+            result = pa.RecordBatch.from_pydict({n: [r.get(n) for r in rows] for n in names})
+        if remember and all(not pa.types.is_null(f.type) for f in result.schema):
             self._schema = result.schema
         return result
+
+    def _first_bad(self, rows: list[dict]) -> int:
+        """The index of the first row that ``rows[:i + 1]`` cannot hold (a binary search
+        for the shortest prefix that fails; on the error path only)."""
+        lo, hi = 1, len(rows)  # rows[:hi] fails
+        while lo < hi:
+            mid = (lo + hi) // 2
+            try:
+                self._build(rows[:mid], remember=False)
+                lo = mid + 1
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                hi = mid
+        return hi - 1
 
     # --- vectorised -----------------------------------------------------------------
 
