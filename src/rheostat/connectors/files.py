@@ -60,6 +60,11 @@ def _check_path(path: Any) -> str:
     return path
 
 
+class BadInputFile(ValueError):
+    """A source file that cannot be read as its format; the message names the file, the
+    line or row group, and what to do."""
+
+
 # ---------------------------------------------------------------- sources
 
 
@@ -123,6 +128,11 @@ class FileSource(Source):
     def __repr__(self) -> str:
         return f"{self.format}({self.path!r})"
 
+    def _bad(self, url: str, where: str, problem: str, todo: str) -> BadInputFile:
+        problem = problem.rstrip().rstrip(".")
+        return BadInputFile(f"{self.format} source {self.path!r}: file {url}{where}: "
+                            f"{problem}; {todo}")
+
 
 class _RowsReader(SourceReader):
     """Batches of at most ``batch_size`` rows; the position counts the rows returned.
@@ -184,7 +194,7 @@ class ParquetSource(FileSource):
         if not files:
             return None
         with fsspec.open(files[0], "rb", **self.storage_options) as f:
-            schema = pq.ParquetFile(f).schema_arrow
+            schema = self._file(files[0], f).schema_arrow
         if self.columns is None:
             return schema
         missing = [c for c in self.columns if c not in schema.names]
@@ -197,7 +207,7 @@ class ParquetSource(FileSource):
         position = _check_position(position)
         fs, path = _fs(split, self.storage_options)
         f = None if _is_local(fs) else fs.open(path, "rb")
-        pf = pq.ParquetFile(path if f is None else f)  # Arrow's own reader for local files
+        pf = self._file(split, path if f is None else f)  # Arrow's own reader for local files
         # Start at the row group that holds row `position`; skip the rows before it there.
         meta, first, before = pf.metadata, 0, 0
         while first < meta.num_row_groups and before + meta.row_group(first).num_rows <= position:
@@ -206,15 +216,39 @@ class ParquetSource(FileSource):
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
-                groups = list(range(first, meta.num_row_groups))
-                if groups:
-                    yield from pf.iter_batches(batch_size, row_groups=groups, columns=self.columns)
+                for group in range(first, meta.num_row_groups):
+                    yield from self._row_group(split, pf, group, batch_size)
             finally:
                 pf.close()
                 if f is not None:
                     f.close()
 
         return _RowsReader(batches(), position, position - before, batch_size)
+
+    def _file(self, url: str, source: Any) -> pq.ParquetFile:
+        try:
+            return pq.ParquetFile(source)
+        except (pa.ArrowException, OSError) as e:
+            raise self._bad(url, "", f"not a readable Parquet file (truncated, or not Parquet "
+                            f"at all): {e}", "rewrite or remove the file, or point the source "
+                            "at a glob or directory without it") from e
+
+    def _row_group(
+        self, url: str, pf: pq.ParquetFile, group: int, batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
+        batches = pf.iter_batches(batch_size, row_groups=[group], columns=self.columns)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as e:
+                total = pf.metadata.num_row_groups
+                raise self._bad(url, f", row group {group} (of {total}, from 0)",
+                                f"cannot be read: {type(e).__name__}: {e}",
+                                "the file is damaged from there on: rewrite it, or remove it "
+                                "from the source's path") from e
+            if batch is None:
+                return
+            yield batch
 
 
 class _StreamingSource(FileSource):
@@ -244,17 +278,37 @@ class _StreamingSource(FileSource):
 
     def _batches(self, url: str, block_size: int) -> Iterator[pa.RecordBatch]:
         f = _open_input(url, self.storage_options)
+        rows = 0  # of this file, returned so far
+        reader = None
         try:
-            reader = self._stream(f, block_size)
-            if reader is None:
-                return
-            for batch in reader:
-                yield batch if self.columns is None else batch.select(self.columns)
+            try:
+                reader = self._stream(f, block_size)
+                while reader is not None:
+                    batch = next(reader, None)
+                    if batch is None:
+                        return
+                    rows += batch.num_rows
+                    yield batch if self.columns is None else batch.select(self.columns)
+            except pa.ArrowInvalid as e:
+                raise self._explain(url, e, rows, reader) from e
         finally:
             f.close()
 
-    def _stream(self, f: BinaryIO, block_size: int) -> Iterator[pa.RecordBatch] | None:
+    def _stream(self, f: BinaryIO, block_size: int) -> Any:
+        """The file's batches (a pyarrow streaming reader), or None for an empty file."""
         raise NotImplementedError
+
+    def _explain(self, url: str, error: pa.ArrowInvalid, rows: int, reader: Any) -> BadInputFile:
+        """What went wrong reading ``url`` after its first ``rows`` rows, where, and what
+        to do about it."""
+        raise NotImplementedError
+
+    def _types_hint(self, column: str) -> str:
+        if self._schema is None:
+            return (f"types are inferred from the start of each file: pass schema= (a "
+                    f"pyarrow.Schema) to give column {column} the type its values have, or "
+                    "fix the value")
+        return f"the value does not fit the type schema= gives column {column}: fix one of them"
 
 
 class CsvSource(_StreamingSource):
@@ -281,6 +335,22 @@ class CsvSource(_StreamingSource):
                 return None
             raise
 
+    def _explain(self, url: str, error: pa.ArrowInvalid, rows: int, reader: Any) -> BadInputFile:
+        text = str(error)
+        # Arrow numbers the rows of the file from 1, the header included: its line numbers.
+        row = re.search(r"Row #(\d+): ", text)
+        where = f", line {row[1]}" if row else f", after line {rows + 1}"
+        problem = text[row.end():] if row else text
+        column = re.search(r"In CSV column #(\d+)", text)
+        if column is not None:
+            i = int(column[1])
+            names = reader.schema.names if reader is not None else []
+            name = repr(names[i]) if i < len(names) else f"#{i}"
+            return self._bad(url, f"{where}, column {name}", problem, self._types_hint(name))
+        return self._bad(url, where, problem.removeprefix("CSV parse error: "),
+                         f"fix the line (quote a value that holds the delimiter "
+                         f"{self.delimiter!r}, or pass delimiter=)")
+
 
 class JsonlSource(_StreamingSource):
     format = "jsonl"
@@ -297,6 +367,42 @@ class JsonlSource(_StreamingSource):
             if "Empty JSON" in str(e):
                 return None
             raise
+
+    def _explain(self, url: str, error: pa.ArrowInvalid, rows: int, reader: Any) -> BadInputFile:
+        text = str(error).removeprefix("JSON parse error: ")
+        found = re.search(r" in row (\d+)$", text)
+        if found is None:
+            return self._bad(url, f", after line {rows}", text, "fix the file")
+        # Arrow counts the rows of its block from 0: find that line, and read it ourselves
+        # to tell a line that is not JSON from a value of another type.
+        number, line = _nth_nonblank_line(url, self.storage_options, rows + int(found[1]))
+        where = f", line {number}" if number else f", near line {rows + int(found[1]) + 1}"
+        try:
+            value = json.loads(line)
+        except ValueError as e:
+            return self._bad(url, where, f"not valid JSON ({e}): {line[:200]!r}",
+                             "fix or remove the line; each line must be one JSON object")
+        if not isinstance(value, dict):
+            return self._bad(url, where, f"a JSON {type(value).__name__}, not an object: "
+                             f"{line[:200]!r}", "each line must be one JSON object")
+        problem = text[:found.start()]
+        column = re.search(r"Column\(/([^)]*)\)", problem)
+        name = repr(column[1]) if column else "that column"
+        return self._bad(url, where, problem, self._types_hint(name))
+
+
+def _nth_nonblank_line(
+    url: str, storage_options: dict[str, Any], n: int
+) -> tuple[int | None, str]:
+    """The line number (from 1) and text of the ``n``-th (from 0) non-blank line of a
+    file; ``(None, "")`` if it has fewer."""
+    with _open_input(url, storage_options) as f:
+        for number, raw in enumerate(f, 1):
+            if raw.strip():
+                if n == 0:
+                    return number, raw.decode("utf-8", "replace").rstrip("\r\n")
+                n -= 1
+    return None, ""
 
 
 def parquet(
