@@ -532,6 +532,9 @@ class WindowedStream:
         """One output row per key and window with the named aggregations (``rs.agg.*``).
 
         Output columns: the keys, ``window_start``, ``window_end`` and one per aggregation.
+        A column that is an integer in some inputs and a float in others (files written
+        apart) is aggregated as float64; any other change of a key's or an aggregated
+        column's type fails at the first batch that has it, naming the column.
         """
         ks = self.keyed
         if not aggs:

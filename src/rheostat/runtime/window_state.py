@@ -46,6 +46,12 @@ from rheostat.runtime.window_assign import (
 MAX_CHUNKS = 4
 
 
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """Partials of one column from batches where it was an int and where it was a float
+    (the window operator allows only that change) concatenate as float64."""
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
 def _with_kg(table: pa.Table, keys: tuple[str, ...], max_parallelism: int) -> pa.Table:
     kg = key_groups(table, keys, max_parallelism) if keys else np.zeros(table.num_rows, np.int64)
     return table.append_column("_kg", pa.array(kg))
@@ -146,7 +152,7 @@ class PaneStore:
                     chunks.append(chunk)
                     ends.append(np.full(chunk.num_rows, end, dtype=np.int64))
                     new.append(np.full(chunk.num_rows, is_new))
-        table = pa.concat_tables(chunks).append_column("_we", pa.array(np.concatenate(ends)))
+        table = _concat(chunks).append_column("_we", pa.array(np.concatenate(ends)))
         if len(first) == len(due):  # first firings only: every key is emitted
             merged = self.plan.merge(table, [*self.keys, "_we"])
             we = merged.column("_we").to_numpy()
@@ -171,7 +177,7 @@ class PaneStore:
                     rest = sum(c.num_rows for c in pane.settled[1:])
                     todo[start] = 0 if rest >= pane.settled[0].num_rows else 1
         if todo:
-            table = pa.concat_tables(
+            table = _concat(
                 [c for p, i in todo.items() for c in self.panes[p].settled[i:]])
             merged = self.plan.merge(table, [*self.keys, "_kg", "_pane"]).select(self.columns)
             parts = _split_by(merged, "_pane")
@@ -191,7 +197,7 @@ class PaneStore:
         """All state as one table: :attr:`columns` plus ``_new`` (arrived since last fire)."""
         chunks = [_flag(c, "_new", is_new) for pane in self.panes.values()
                   for is_new, cs in ((False, pane.settled), (True, pane.pending)) for c in cs]
-        return pa.concat_tables(chunks) if chunks else None
+        return _concat(chunks) if chunks else None
 
     def drop(self, groups: pa.Array) -> None:
         """Forget the rows of key groups ``groups`` (they moved to another task)."""
@@ -246,7 +252,7 @@ class SessionStore:
         names = [c for c in self.columns if c != "_kg"] + ["_old"]
         both = batch.select(names)
         if old is not None:
-            both = pa.concat_tables([_flag(old.drop_columns("_kg"), "_old", True), both])
+            both = _concat([_flag(old.drop_columns("_kg"), "_old", True), both])
         ws, we = both.column("_ws").to_numpy(), both.column("_we").to_numpy()
         msid = self._sessions(both, ws, we)
         merged = self.plan.merge(
@@ -261,7 +267,7 @@ class SessionStore:
         if is_late.any():
             merged = merged.filter(pa.array(~is_late))
         merged = _with_kg(merged, self.keys, max_parallelism).select(self.columns)
-        self.state = pa.concat_tables([rest, merged]) if rest is not None else merged
+        self.state = _concat([rest, merged]) if rest is not None else merged
         if self.state.column("_kg").num_chunks > MAX_CHUNKS:
             self.state = self.state.combine_chunks()
         return late, np.zeros(n, dtype=bool)
@@ -305,4 +311,4 @@ class SessionStore:
     def restore(self, table: pa.Table) -> None:
         """Add the sessions of a :meth:`snapshot` (all of it, or some key groups of it)."""
         table = table.select(self.columns)
-        self.state = table if self.state is None else pa.concat_tables([self.state, table])
+        self.state = table if self.state is None else _concat([self.state, table])

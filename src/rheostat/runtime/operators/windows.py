@@ -88,6 +88,8 @@ class WindowAggregate(KeyedStateOperator):
         self.keys = keys
         self.watermark = MIN_WATERMARK
         self._checked: pa.Schema | None = None
+        self._types: dict[str, pa.DataType] = {}  # of the keys and aggregated columns so far
+        self._casts: dict[str, pa.DataType] = {}  # for batches of the schema last checked
 
     def _new_store(self) -> PaneStore | SessionStore:
         step, where = self.step, f"step {self.step.step_id!r}"
@@ -121,7 +123,41 @@ class WindowAggregate(KeyedStateOperator):
         t = schema.field(EVENT_TIME).type
         if not (pa.types.is_integer(t) or pa.types.is_timestamp(t)):
             raise ValueError(f"step {self.step.step_id!r}: {EVENT_TIME} must be int64 ms, got {t}")
+        self._casts = self._type_changes(schema)
         self._checked = schema
+
+    def _type_changes(self, schema: pa.Schema) -> dict[str, pa.DataType]:
+        """The columns of batches of ``schema`` to cast, checked against the batches before.
+
+        A key keeps its type (1 and 1.0 would hash to different key groups). An aggregated
+        column that is an integer in some batches and a float in others (files written
+        apart) aggregates as float64 from then on, as users of numeric columns expect (and
+        Spark's union does); integers of other widths as int64. Any other change fails at
+        the first batch that has it, with the column's name.
+        """
+        casts: dict[str, pa.DataType] = {}
+        for name in dict.fromkeys((*self.keys, *self.plan.input_columns)):
+            now, before = schema.field(name).type, self._types.get(name)
+            if before is None or now == before or pa.types.is_null(now):
+                self._types.setdefault(name, now)
+                continue
+            numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in (now, before))
+            if pa.types.is_null(before) or (numeric and name not in self.keys):
+                wider = (now if pa.types.is_null(before) else
+                         pa.int64() if all(pa.types.is_integer(t) for t in (now, before))
+                         else pa.float64())
+                self._types[name] = wider
+                if now != wider:
+                    casts[name] = wider
+                continue
+            what = "key column" if name in self.keys else "column"
+            raise TypeError(
+                f"step {self.step.step_id!r}: {what} {name!r} is {now} in this batch but was "
+                f"{before} in the batches before (files with different types?); give it one "
+                "type: cast it in a map before the window, or pass schema= to the source"
+                + ("" if name in self.keys else " (integers and floats mix: as float64)")
+            )
+        return casts
 
     def on_batch(self, batch: pa.RecordBatch, input_index: int) -> None:
         if batch.num_rows == 0:
@@ -132,6 +168,9 @@ class WindowAggregate(KeyedStateOperator):
             raise ValueError(f"step {self.step.step_id!r}: {col.null_count} rows have a null "
                              f"{EVENT_TIME}; assign event times before the window")
         table = pa.Table.from_batches([batch])
+        for name, wanted in self._casts.items():
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, table.column(i).cast(wanted))
         if col.type != pa.int64():
             col = col.cast(pa.int64())
             table = table.set_column(table.schema.get_field_index(EVENT_TIME), EVENT_TIME, col)
