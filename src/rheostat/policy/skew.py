@@ -6,8 +6,10 @@ moves as it can: take the most loaded task and the least loaded one; move the la
 group that fits (at most half their gap, so the receiver does not end above the giver),
 else the one that overshoots least (still under the gap, so the pair's maximum falls); of
 equal loads, the one with less state (fewer bytes to migrate). Repeat until under the
-threshold; a group moves at most once per decision. When the most loaded task has nothing
-that fits, the next most loaded gives to the least loaded.
+threshold, or until the most loaded task is within the threshold of the largest key group
+(no task can get lighter than that), or until it has nothing that fits; a group moves at
+most once per decision. Only the most loaded task gives: a move that only lifts the least
+loaded one would not raise the step's throughput, which the most loaded task bounds.
 
 A key group hotter than one task can serve (its rows above ``hot_group_utilisation`` of
 its owner's true rate) is **reported**, not scaled: more tasks cannot split a group. It is
@@ -19,14 +21,17 @@ pinned where it is, and the other groups move around it.
 >>> step = StepSample("agg", 2, (a, b), inputs=("src",), key_group_owner=(0, 0, 0, 1))
 >>> d = decide(MetricsSnapshot(1.0, 1.0, {"agg": step})).of("agg")
 >>> d.action, dict(d.moves)
-('move', {1: 1, 2: 1})
+('move', {1: 1})
 >>> print(d.reason)  # doctest: +NORMALIZE_WHITESPACE
-imbalance 89% >= 20%: move 2 key groups (400 rows/s, 0 state bytes) from the most loaded
-tasks; imbalance after 0%
+imbalance 89% >= 20%: move 1 key group (300 rows/s, 0 state bytes) from the most loaded
+tasks; imbalance after 33% (the most loaded task is within 20% of the largest key group,
+500 rows/s, and cannot get much lighter)
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -62,26 +67,30 @@ def plan_moves(groups: Sequence[Mapping[int, float]], threshold: float,
     {0: 1}
     """
     sizes = state_bytes or {}
-    owned = [dict(g) for g in groups]
-    load = [sum(g.values()) for g in owned]
+    # each task's movable groups as (rows/s, -state bytes, -group), ascending: the largest
+    # group under a bound, of the least state (then lowest id) among equals, sits just left
+    # of a bisection
+    movable = [sorted((w, -sizes.get(g, 0), -g) for g, w in gs.items()
+                      if w > 0 and g not in pinned) for gs in groups]
+    load = [sum(gs.values()) for gs in groups]
+    floor = max((w for gs in groups for w in gs.values()), default=0.0)  # no task gets lighter
     moves: dict[int, int] = {}
-    while imbalance(load) >= threshold and (max_moves is None or len(moves) < max_moves):
+    while (imbalance(load) >= threshold and (max(load) - floor) >= threshold * max(load)
+           and (max_moves is None or len(moves) < max_moves)):
         to = min(range(len(load)), key=lambda i: load[i])
+        giver = max(range(len(load)), key=lambda i: load[i])
+        gap, cands = load[giver] - load[to], movable[giver]
         pick = None
-        for giver in sorted(range(len(load)), key=lambda i: -load[i]):
-            gap = load[giver] - load[to]
-            fits = [(w, g) for g, w in owned[giver].items()
-                    if 0 < w < gap and g not in pinned and g not in moves]
-            if fits:
-                under = [f for f in fits if f[0] <= gap / 2]
-                pick = (giver, max(under, key=lambda f: (f[0], -sizes.get(f[1], 0)))[1]
-                        if under else min(fits, key=lambda f: (f[0], sizes.get(f[1], 0)))[1])
-                break
+        under = bisect.bisect_right(cands, (gap / 2, math.inf, 0))
+        over = bisect.bisect_left(cands, (gap / 2, -math.inf, 0))
+        if under:
+            pick = under - 1
+        elif over < len(cands) and cands[over][0] < gap:  # overshoots least, of least state
+            pick = max(k for k in range(over, len(cands)) if cands[k][0] == cands[over][0])
         if pick is None:
             break
-        giver, g = pick
-        w = owned[giver].pop(g)
-        owned[to][g] = w
+        w, _, minus_g = movable[giver].pop(pick)
+        g = -minus_g
         load[giver] -= w
         load[to] += w
         moves[g] = to
@@ -100,12 +109,14 @@ def _decide_step(step: StepSample, config: SkewConfig) -> Decision:
     if not any(t.key_group_rows for t in step.tasks):
         return none(step.step_id, p, "no key-group rows counted (not keyed, or idle)",
                     policy="skew")
-    groups = [dict(t.key_group_rows or {}) for t in step.tasks]
+    groups = [t.key_group_rows or {} for t in step.tasks]
     sizes = {g: b for t in step.tasks for g, b in (t.state_bytes_per_group or {}).items()}
     load = [sum(g.values()) for g in groups]
     mean_rate = step.true_rate_per_task
-    hot = {g: w for i, t in enumerate(step.tasks) for g, w in groups[i].items()
-           if w > config.hot_group_utilisation * (t.true_rate or mean_rate or float("inf"))}
+    hot: dict[int, float] = {}
+    for t, gs in zip(step.tasks, groups):
+        bound = config.hot_group_utilisation * (t.true_rate or mean_rate or float("inf"))
+        hot.update((g, w) for g, w in gs.items() if w > bound)
     moves = plan_moves(groups, config.threshold, sizes, frozenset(hot), config.max_moves)
     after = list(load)
     owner = {g: i for i, gs in enumerate(groups) for g in gs}
@@ -124,6 +135,10 @@ def _decide_step(step: StepSample, config: SkewConfig) -> Decision:
     moved = (f"move {len(moves)} key group{'s' * (len(moves) != 1)} ({rows:.0f} rows/s, "
              f"{inputs['state_bytes_moved']:.0f} state bytes) from the most loaded tasks; "
              f"imbalance after {after_i:.0%}")
+    floor = max(step.group_loads.values())
+    if after_i >= config.threshold and max(after) - floor < config.threshold * max(after):
+        moved += (f" (the most loaded task is within {config.threshold:.0%} of the largest key "
+                  f"group, {floor:.0f} rows/s, and cannot get much lighter)")
     fields = {"moves": moves, "predicted_capacity_per_s": capacity, "policy": "skew",
               "inputs": inputs}
     if hot:
