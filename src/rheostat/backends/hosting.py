@@ -24,7 +24,7 @@ import cloudpickle
 import pyarrow as pa
 
 from rheostat.backends.base import carry_out
-from rheostat.backends.links import Link, RemoteInput, RemoteOutput
+from rheostat.backends.links import Link, PeerGone, RemoteInput, RemoteOutput
 from rheostat.plan.physical import Channel, PhysicalPlan
 from rheostat.protocol import (
     CheckpointAck,
@@ -277,9 +277,26 @@ def endpoints(
     return inputs, outputs
 
 
+def _peer_gone(error: BaseException | None) -> PeerGone | None:
+    """The broken wire to a dead peer behind ``error`` (a step's error wraps it), if any."""
+    while error is not None:
+        if isinstance(error, PeerGone):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def report_failure(emit: Emit, where: str, error: BaseException) -> None:
     """``TaskFailed`` for ``where`` (a task, or "worker N"), with an error the controller
-    can unpickle that carries this worker's traceback."""
+    can unpickle that carries this worker's traceback.
+
+    A task that failed only because a peer worker died (its wire broke under a send) is
+    not reported as its step failing, with the rows it was sending: the error reads
+    "worker N died", as the backend's own report of that death does."""
+    gone = _peer_gone(error)
+    if gone is not None:
+        emit(TaskFailed(where, WorkerError(f"{gone} (seen by task {where})")))
+        return
     tb = "".join(traceback.format_exception(error))
     if hasattr(error, "traceback_text"):  # the user's traceback is in it already
         try:

@@ -47,10 +47,21 @@ class Wire(Protocol):
         ...
 
 
-class Link:
-    """One worker's end of the wire to one peer worker."""
+class PeerGone(ConnectionError):
+    """The wire to a peer worker broke while this worker sent on it: the peer died (or
+    closed its end); no step is at fault."""
 
-    def __init__(self, wire: Wire, wake: threading.Event) -> None:
+    def __init__(self, peer: int | None) -> None:
+        who = "a peer worker" if peer is None else f"worker {peer}"
+        super().__init__(f"{who} died: the channel wire to it closed")
+        self.peer = peer
+
+
+class Link:
+    """One worker's end of the wire to one peer worker (``peer``, its number, if known)."""
+
+    def __init__(self, wire: Wire, wake: threading.Event, peer: int | None = None) -> None:
+        self.peer = peer
         self.wire = wire
         self.wake = wake
         self.inputs: dict[int, RemoteInput] = {}
@@ -66,9 +77,12 @@ class Link:
         self._thread.start()
 
     def send(self, kind: int, channel: int, value: int, payload: pa.Buffer | None = None) -> None:
-        self.wire.send_bytes(_HEADER.pack(kind, channel, value))
-        if payload is not None:
-            self.wire.send_bytes(payload)
+        try:
+            self.wire.send_bytes(_HEADER.pack(kind, channel, value))
+            if payload is not None:
+                self.wire.send_bytes(payload)
+        except OSError as e:  # BrokenPipeError, ConnectionResetError: the peer is gone
+            raise PeerGone(self.peer) from e
 
     def _read_loop(self) -> None:
         try:

@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
     wake = threading.Event()
     commands: deque[Any] = deque()
     threading.Thread(target=_read_control, args=(control, commands, wake), daemon=True).start()
-    links = {w: Link(conn, wake) for w, conn in peers.items()}
+    links = {w: Link(conn, wake, peer=w) for w, conn in peers.items()}
     WorkerLoop(worker, control.send, commands, wake, links, boot).run()
 
 

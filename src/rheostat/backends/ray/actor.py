@@ -143,7 +143,7 @@ class WorkerActor:
         """Open wires to the peer actors and start the loop; returns where this runs."""
         self.wires = {w: RayWire(self.worker, h, put_from) for w, h in peers.items()}
         self.connected.set()
-        links = {w: Link(wire, self.wake) for w, wire in self.wires.items()}
+        links = {w: Link(wire, self.wake, peer=w) for w, wire in self.wires.items()}
         self.loop = WorkerLoop(self.worker, self._emit, self.commands, self.wake, links,
                                self.boot)
         threading.Thread(target=self.loop.run, daemon=True, name="worker-loop").start()
@@ -155,7 +155,7 @@ class WorkerActor:
         """Open wires to workers started after this one (a live rescale's)."""
         for w, handle in peers.items():
             self.wires[w] = RayWire(self.worker, handle, put_from)
-            link = Link(self.wires[w], self.wake)
+            link = Link(self.wires[w], self.wake, peer=w)
             link.start()
             self.loop.links[w] = link
 
