@@ -77,7 +77,16 @@ class WorkerDied:
 
 @dataclass
 class TaskMetrics:
-    """What a task has done so far: its counts grow, its watermark is its latest."""
+    """What a task has done so far: its counts grow, its watermark is its latest.
+
+    ``busy_s`` is the task's *useful time* (DS2): seconds in steps that moved work
+    (reading, processing, routing, serialising), never waiting for input and never blocked;
+    ``backpressure_s`` is the wall time it was blocked on output credit. The two do not
+    overlap. ``queued_rows`` (rows waiting at its inputs) and ``backlog_rows`` (a source
+    task's rows behind: not yet read, or due at its paced rate and not yet read; ``None``
+    when unknown) are gauges, as of the report. ``key_group_rows`` counts the rows the task
+    routed, per keyed step downstream (a chain head), per key group (non-zero groups only).
+    """
 
     rows_in: int = 0
     rows_out: int = 0
@@ -86,6 +95,9 @@ class TaskMetrics:
     backpressure_s: float = 0.0
     watermark: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    queued_rows: int = 0
+    backlog_rows: int | None = None
+    key_group_rows: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

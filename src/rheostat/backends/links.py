@@ -150,6 +150,7 @@ class RemoteInput:
         self.link = link
         self.channel = channel
         self._consumed = 0
+        self._rows_per_byte = 0.0  # of the last batch decoded: estimates the queued rows
         with link.lock:  # filled by the reader thread from now on
             self.queue: deque[tuple[int, int, bytes | None]] = link.early.pop(channel, deque())
             link.inputs[channel] = self
@@ -161,6 +162,8 @@ class RemoteInput:
         if kind == _BATCH:
             message: Message = Batch(decode_batch(payload))  # type: ignore[arg-type]
             self._consumed += value
+            if value:
+                self._rows_per_byte = message.data.num_rows / value
         else:
             self._consumed += _SMALL
             if kind == _EOS:
@@ -176,3 +179,9 @@ class RemoteInput:
             self.link.send(_CREDIT, self.channel, self._consumed)
             self._consumed = 0
         return message
+
+    def queued_rows(self) -> int:
+        """Rows waiting, estimated from their encoded bytes (as the last batch decoded)."""
+        frames = list(self.queue)  # one copy under the GIL: the reader thread appends
+        queued = sum(value for kind, value, _ in frames if kind == _BATCH)
+        return round(queued * self._rows_per_byte)

@@ -141,10 +141,12 @@ class _RowsReader(SourceReader):
     """
 
     def __init__(
-        self, batches: Iterator[pa.RecordBatch], position: int, skip: int, batch_size: int
+        self, batches: Iterator[pa.RecordBatch], position: int, skip: int, batch_size: int,
+        total: int | None = None,
     ) -> None:
         check_int("batch_size", batch_size, 1)
         self._batches = batches
+        self._total = total  # the file's rows, where its metadata says
         self._rows = position
         self._skip = skip
         self._batch_size = batch_size
@@ -167,6 +169,9 @@ class _RowsReader(SourceReader):
 
     def position(self) -> int:
         return self._rows
+
+    def remaining(self) -> int | None:
+        return None if self._total is None else max(0, self._total - self._rows)
 
     def close(self) -> None:
         close = getattr(self._batches, "close", None)
@@ -223,7 +228,7 @@ class ParquetSource(FileSource):
                 if f is not None:
                     f.close()
 
-        return _RowsReader(batches(), position, position - before, batch_size)
+        return _RowsReader(batches(), position, position - before, batch_size, meta.num_rows)
 
     def _file(self, url: str, source: Any) -> pq.ParquetFile:
         try:

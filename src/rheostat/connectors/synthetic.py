@@ -205,6 +205,19 @@ class ChunkReader(SourceReader):
         """``(next chunk index, chunk size)``."""
         return self._chunk, self._batch_size
 
+    def remaining(self) -> int | None:
+        """Rows in this split's chunks not read yet (``None`` when unbounded)."""
+        total = self._source.num_rows
+        if total is None:
+            return None
+        size = self._batch_size
+        chunks = -(-total // size)  # the last one may be short
+        left = max(0, -(-(chunks - self._chunk) // self._step))
+        rows = left * size
+        if left and (chunks - 1 - self._chunk) % self._step == 0:
+            rows -= chunks * size - total
+        return rows
+
 
 # ---------------------------------------------------------------- synthetic
 

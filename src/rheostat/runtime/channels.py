@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
-from rheostat.runtime.messages import Message
+from rheostat.runtime.messages import Batch, Message
 
 DEFAULT_CAPACITY_BYTES = 8 << 20
 
@@ -33,6 +33,11 @@ class OutputEndpoint(Protocol):
 
 class InputEndpoint(Protocol):
     def poll(self) -> Message | None: ...
+
+    def queued_rows(self) -> int:
+        """Rows waiting on the channel now (for the sensors; an estimate where the rows
+        are still encoded). Called once per metrics report, never per message."""
+        ...
 
 
 class LocalChannel:
@@ -56,6 +61,9 @@ class LocalChannel:
         message = self._queue.popleft()
         self.in_flight -= message.nbytes
         return message
+
+    def queued_rows(self) -> int:
+        return sum(m.data.num_rows for m in list(self._queue) if isinstance(m, Batch))
 
 
 class Outbox:

@@ -41,6 +41,12 @@ class SourceReader(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files or connections."""
 
+    def remaining(self) -> int | None:
+        """Rows of the split not read yet, where the reader knows (a file's row count, a
+        generator's end); ``None``, the default: unknown. The sensors report it as the
+        source's backlog; it is asked once per metrics report, not per batch."""
+        return None
+
 
 class Source(ABC):
     """A picklable description of where rows come from."""
@@ -182,3 +188,6 @@ class ListReader(SourceReader):
 
     def position(self) -> int:
         return self._next
+
+    def remaining(self) -> int:
+        return sum(b.num_rows for b in self._batches[self._next:])

@@ -55,11 +55,16 @@ class BroadcastRouter(Router):
 
 
 class HashRouter(Router):
-    """Hash key columns to key groups, look up their owners, split with one ``take``."""
+    """Hash key columns to key groups, look up their owners, split with one ``take``.
+
+    ``group_rows[g]`` counts the rows routed in key group ``g`` so far (the sensors' load
+    per key group: one ``bincount`` over the groups the routing computes anyway).
+    """
 
     def __init__(self, keys: Sequence[str], owners: Sequence[int], max_parallelism: int) -> None:
         self.keys = tuple(keys)
         self.max_parallelism = max_parallelism
+        self.group_rows = np.zeros(max_parallelism, dtype=np.int64)
         self.set_owners(owners)
 
     def set_owners(self, owners: Sequence[int]) -> None:
@@ -71,7 +76,9 @@ class HashRouter(Router):
     def route(self, batch: pa.RecordBatch) -> Routed:
         if batch.num_rows == 0:
             return []
-        dest = self.owners[key_groups(batch, self.keys, self.max_parallelism)]
+        groups = key_groups(batch, self.keys, self.max_parallelism)
+        self.group_rows += np.bincount(groups, minlength=self.max_parallelism)
+        dest = self.owners[groups]
         first = dest[0]
         if (dest == first).all():
             return [(int(first), batch)]

@@ -259,6 +259,31 @@ class SourceDriver:
             if self._started is not None:
                 self._started, self._rows = self.clock(), 0
 
+    def backlog(self) -> int | None:
+        """Rows this task is behind, where it knows; ``None`` when it does not.
+
+        Unpaced, every row of its splits not read yet is due now (``remaining()`` of each
+        reader; ``None`` if a reader does not know, or a split is not open yet). Paced,
+        the rows due by now at the task's share of the rate and not read yet (at most what
+        is left, where that is known): 0 while the source keeps its pace.
+        """
+        if self.done:
+            return 0
+        unread: int | None = 0
+        for sid in self.owned:
+            st = self._states.get(sid)
+            left = 0 if st is not None and st.ended else (
+                self._readers[sid].remaining() if sid in self._readers else None)
+            if left is None:
+                unread = None
+                break
+            unread += left  # type: ignore[operator]
+        if self.rate_per_task is None:
+            return unread
+        due = 0 if self._started is None else max(
+            0, int((self.clock() - self._started) * self.rate_per_task) - self._rows)
+        return due if unread is None else min(due, unread)
+
     # --- reading --------------------------------------------------------------------
 
     def poll(self) -> list[Message]:

@@ -60,6 +60,7 @@ from rheostat.runtime.operator import (
     keep_key_groups,
 )
 from rheostat.runtime.reconfig import StateHandoff, TaskReconfigured, UpdateChecked
+from rheostat.runtime.routing import HashRouter
 from rheostat.runtime.source import SourceDriver, SplitState
 from rheostat.runtime.watermarks import InputWatermarks
 from rheostat.runtime.wiring import (
@@ -136,6 +137,7 @@ class Task:
         self.input_watermarks = InputWatermarks(len(self.inputs))
         self._ended_inputs: set[int] = set()
         self._turn = 0
+        self._blocked_since: float | None = None  # when it last became blocked on credit
         self.checkpointing = checkpointing
         self.snapshots: list[TaskSnapshot] = []  # drained by the host
         self._barrier: int | None = None  # the checkpoint being aligned
@@ -222,6 +224,9 @@ class Task:
         if self.finished:
             return False
         started = time.perf_counter()
+        if self._blocked_since is not None:  # blocked since the last step: until its flush
+            self.metrics.backpressure_s += started - self._blocked_since
+            self._blocked_since = None
         moved = self._flush()
         if not self._blocked():
             for _ in range(budget):
@@ -231,7 +236,9 @@ class Task:
                 if self._blocked():
                     break
         if self._blocked():
-            self.metrics.backpressure_s += time.perf_counter() - started
+            # Blocked on credit from the end of this step (the whole step, if nothing
+            # moved) until the next one: wall time, apart from the busy time.
+            self._blocked_since = time.perf_counter() if moved else started
         elif self._ended() and not self.finished:
             self.finished = True
             # The state to keep once this task is gone (a moved task's new instance has it).
@@ -240,8 +247,8 @@ class Task:
             for op in self.ops.values():
                 op.close()
             moved = True
-        if moved:
-            self.metrics.busy_s += time.perf_counter() - started
+        if moved:  # useful time: steps that moved work, none spent waiting or blocked
+            self.metrics.busy_s += (self._blocked_since or time.perf_counter()) - started
         return moved
 
     def _flush(self) -> bool:
@@ -409,8 +416,30 @@ class Task:
             for k, v in op.ctx.counters.items():
                 counters[k] = counters.get(k, 0) + v
         m = self.metrics
-        return TaskMetrics(m.rows_in, m.rows_out, m.batches_in, m.busy_s, m.backpressure_s,
-                           m.watermark, counters)
+        backpressure = m.backpressure_s
+        if self._blocked_since is not None:  # blocked now: up to now
+            backpressure += time.perf_counter() - self._blocked_since
+        return TaskMetrics(
+            m.rows_in, m.rows_out, m.batches_in, m.busy_s, backpressure, m.watermark, counters,
+            queued_rows=sum(endpoint.queued_rows() for endpoint, _ in self.inputs),
+            backlog_rows=self.source.backlog() if self.source is not None else None,
+            key_group_rows=self._key_group_rows(),
+        )
+
+    def _key_group_rows(self) -> dict[str, dict[int, int]]:
+        """Rows this task routed per key group, per keyed step downstream (non-zero only)."""
+        totals: dict[str, np.ndarray] = {}
+        for edge in self._edges:
+            router = edge.router
+            if isinstance(router, HashRouter):
+                sid = edge.edge.dst_step
+                totals[sid] = totals[sid] + router.group_rows if sid in totals \
+                    else router.group_rows
+        out: dict[str, dict[int, int]] = {}
+        for sid, rows in totals.items():
+            groups = np.flatnonzero(rows)
+            out[sid] = dict(zip(groups.tolist(), rows[groups].tolist(), strict=True))
+        return out
 
     # --- live reconfiguration: carrying out the handover's actions ----------------------
 

@@ -16,7 +16,7 @@ from rheostat.plan.reconfig import ReconfigSpec
 from rheostat.runtime.channels import Outbox, OutputEndpoint
 from rheostat.runtime.messages import EndOfStream, Marker
 from rheostat.runtime.operator import Operator
-from rheostat.runtime.routing import Router, make_router
+from rheostat.runtime.routing import HashRouter, Router, make_router
 
 
 @dataclass
@@ -96,7 +96,10 @@ def rewire_outputs(
             if dst not in boxes or boxes[dst] is not box:
                 dropped.append(box)
         out.outboxes = boxes
-        out.router = _router(plan, out.edge, index)
+        router = _router(plan, out.edge, index)
+        if isinstance(router, HashRouter) and isinstance(out.router, HashRouter):
+            router.group_rows = out.router.group_rows  # the counts go on
+        out.router = router
     return dropped
 
 

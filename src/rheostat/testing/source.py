@@ -66,6 +66,9 @@ class _HeldReader(SourceReader):
     def position(self) -> Any:
         return self.inner.position()
 
+    def remaining(self) -> int | None:
+        return self.inner.remaining()
+
 
 class RowsSource(Source):
     """The rows of ``table`` in batches of ``batch_size``; see :func:`rows`."""
