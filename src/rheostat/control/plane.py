@@ -33,6 +33,7 @@ import cloudpickle
 from rheostat.control.checkpoints import CheckpointCoordinator, Completed
 from rheostat.control.job import JobStateMachine, Restart
 from rheostat.control.reconfig import InFlight, ReconfigCoordinator, Request
+from rheostat.control.sensing import MetricsHistory
 from rheostat.plan.keygroups import owners_digest
 from rheostat.plan.logical import STATEFUL_KINDS
 from rheostat.plan.physical import PhysicalPlan, assign_workers
@@ -45,6 +46,7 @@ from rheostat.plan.reconfig import (
     plan_reconfiguration,
     stages,
 )
+from rheostat.policy.snapshot import MetricsSnapshot
 from rheostat.protocol import (
     CheckpointAck,
     CheckpointFailed,
@@ -285,6 +287,8 @@ class ControlPlane:
         self._final_written = False  # the final checkpoint (once the job is committing)
         self._now = 0.0
         self._out: list[Action] = []
+        #: The tasks' recent metrics reports, by the time they came in (the sensors).
+        self.history = MetricsHistory()
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -318,6 +322,11 @@ class ControlPlane:
             self._maybe_reconfigure()
             self._maybe_trigger()
         return self._take()
+
+    def metrics_snapshot(self, window_s: float) -> MetricsSnapshot:
+        """What every step did over the last ``window_s`` seconds (to the latest event's
+        time), for the policies: ``MetricsHistory.snapshot`` over the current plan."""
+        return self.history.snapshot(self.plan, self._now, window_s)
 
     def submit(self, ops: Sequence[Any]) -> Future[dict[str, Any]]:
         """Queue one reconfiguration of ``ops`` (thread-safe); the future gets its outcome:
@@ -372,6 +381,7 @@ class ControlPlane:
             self._checkpoint_failed(event.checkpoint_id, event.reason)
         elif isinstance(event, MetricsReport):
             self._record("metrics", event.tasks)
+            self.history.add(event.tasks, self._now)
         elif isinstance(event, StateHandedOver):
             f = self.reconfigs.in_flight
             if f is not None and f.epoch == event.handoff.reconfig_id:
