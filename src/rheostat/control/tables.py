@@ -2,8 +2,9 @@
 
 Tables: ``jobs``, ``steps``, ``tasks``, ``key_groups`` (which task owns each key group of
 each keyed step), ``checkpoints``, ``restarts`` and ``metrics`` (one row per task per
-report). The controller is the only writer. Queries never share its connection: each
-opens its own, read-only in SQLite itself (``mode=ro``, ``query_only``, and an
+report, kept for an hour and to 100,000 rows by default: ``metrics_keep_s``,
+``metrics_keep_rows``). The controller is the only writer. Queries never share its
+connection: each opens its own, read-only in SQLite itself (``mode=ro``, ``query_only``, and an
 authorizer that allows reads, selects and functions only), so no statement can write,
 however it is spelled, and a slow query never holds up the controller (WAL mode lets
 readers read while it writes). Tables "in memory" (``path=None``) are a private
@@ -57,7 +58,9 @@ create table if not exists reconfigurations (
     moved_key_groups integer, tasks_added integer, tasks_removed integer, reason text);
 create table if not exists metrics (
     job text, task_id text, at real, rows_in integer, rows_out integer,
-    batches_in integer, busy_s real, backpressure_s real, watermark integer);
+    batches_in integer, busy_s real, backpressure_s real, watermark integer,
+    queued_rows integer, backlog_rows integer);
+create index if not exists metrics_by_time on metrics (job, at);
 """
 
 
@@ -73,8 +76,21 @@ class JobTables:
     directories made for it are 0700; a directory that already existed keeps its mode.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, job: str = "job") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, job: str = "job", *,
+        metrics_keep_s: float | None = 3600.0, metrics_keep_rows: int | None = 100_000,
+    ) -> None:
+        if metrics_keep_s is not None and metrics_keep_s <= 0:
+            raise ValueError(f"metrics_keep_s must be > 0 or None, got {metrics_keep_s}")
+        if metrics_keep_rows is not None and metrics_keep_rows < 1:
+            raise ValueError(f"metrics_keep_rows must be >= 1 or None, got {metrics_keep_rows}")
         self.job = job
+        #: Retention of the ``metrics`` table: rows more than ``metrics_keep_s`` older than
+        #: the newest go, and the oldest beyond ``metrics_keep_rows`` (``None``: no limit).
+        self.metrics_keep_s = metrics_keep_s
+        self.metrics_keep_rows = metrics_keep_rows
+        self._metrics_rows = 0  # in the table now
+        self._metrics_pruned_at: float | None = None
         self.path = None if path is None else Path(path)
         if self.path is not None:
             _make_private_dirs(self.path.parent)
@@ -203,14 +219,41 @@ class JobTables:
                              (self.job, attempt, time.time(), reason, restored))
             self._db.execute("update jobs set restarts = ? where job = ?", (attempt, self.job))
 
-    def metrics(self, tasks: dict[str, TaskMetrics]) -> None:
-        now = time.time()
+    def metrics(self, tasks: dict[str, TaskMetrics], at: float | None = None) -> None:
+        """One row per task of a report received at ``at`` (default: now), then the
+        retention: pruned once the rows pass the limit by a tenth, or a tenth of
+        ``metrics_keep_s`` after the last pruning, so the table stays within about 110%
+        of its limits at the cost of one delete now and then."""
+        now = time.time() if at is None else at
         with self._lock, self._db:
-            self._db.executemany("insert into metrics values (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                (self.job, t, now, m.rows_in, m.rows_out, m.batches_in, m.busy_s,
-                 m.backpressure_s, m.watermark)
-                for t, m in tasks.items()
-            ])
+            self._db.executemany(
+                "insert into metrics values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                    (self.job, t, now, m.rows_in, m.rows_out, m.batches_in, m.busy_s,
+                     m.backpressure_s, m.watermark, m.queued_rows, m.backlog_rows)
+                    for t, m in tasks.items()
+                ])
+            self._metrics_rows += len(tasks)
+            self._prune_metrics(now)
+
+    def _prune_metrics(self, now: float) -> None:
+        keep_s, keep_rows = self.metrics_keep_s, self.metrics_keep_rows
+        if self._metrics_pruned_at is None:
+            self._metrics_pruned_at = now
+        by_rows = keep_rows is not None and self._metrics_rows > keep_rows + keep_rows // 10
+        by_age = keep_s is not None and now - self._metrics_pruned_at >= keep_s / 10
+        if not (by_rows or by_age):
+            return
+        self._metrics_pruned_at = now
+        if keep_s is not None:
+            self._db.execute("delete from metrics where job = ? and at < ?",
+                             (self.job, now - keep_s))
+        if keep_rows is not None:
+            self._db.execute(
+                "delete from metrics where job = ? and rowid <= (select rowid from metrics "
+                "where job = ? order by rowid desc limit 1 offset ?)",
+                (self.job, self.job, keep_rows))
+        self._metrics_rows = self._db.execute(
+            "select count(*) from metrics where job = ?", (self.job,)).fetchone()[0]
 
     # --- reads ------------------------------------------------------------------------
 
