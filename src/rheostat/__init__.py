@@ -9,6 +9,7 @@ from rheostat.api import agg, windows
 from rheostat.api.flow import Flow, KeyedStream, Stream, WindowedStream
 from rheostat.api.process import KeyedProcess, ProcessContext, stateful_map
 from rheostat.backends.base import BackendUnavailable
+from rheostat.control.autoscale import Autoscale
 from rheostat.control.controller import JobResult, RestartPolicy
 from rheostat.control.handle import Job
 from rheostat.launch import run, start
@@ -24,6 +25,7 @@ from rheostat.plan.reconfig import (
 from rheostat.runtime.errors import JobFailed, UserFunctionError
 
 __all__ = [
+    "Autoscale",
     "BackendUnavailable",
     "Flow",
     "FlowError",

@@ -20,6 +20,7 @@ from rheostat.api.checks import check_serialisable
 from rheostat.api.durations import to_ms
 from rheostat.api.flow import Flow
 from rheostat.backends.base import Backend, RestoreFrom, RunConfig
+from rheostat.control.autoscale import Autoscale
 from rheostat.control.controller import Controller, JobResult, ProgressCallback, RestartPolicy
 from rheostat.control.handle import Job
 from rheostat.control.http_api import HttpApiSettings
@@ -70,6 +71,13 @@ def run(flow: Flow, **options: Any) -> JobResult:
     it; otherwise, unless both were given, in ``<tmp>/rheostat-<uid>/<pid>/``, a
     directory private to this user. ``result.http`` holds them and the URL.
 
+    ``autoscale=True`` (or an :class:`~rheostat.control.autoscale.Autoscale` with its
+    settings) turns on the closed loop: every ``interval_s`` the job's measured rates go
+    through the rate and skew policies, which rescale steps and move key groups by
+    themselves; every decision, "none" included, is a row of the ``decisions`` table
+    (``rheostat decisions <flow>``). A person's request always goes first: while one is
+    queued or running the loop carries out nothing.
+
     To change the job while it runs, use :func:`start` instead. A live migration moves at
     most ``reconfig_batch_groups`` key groups at a time (0: all at once), so rows of only
     those wait while their state moves.
@@ -115,6 +123,7 @@ def controller_for(
     reconfig_batch_groups: int = 512,
     ray_address: str | None = None,
     clock: Callable[[], float] | None = None,
+    autoscale: bool | Autoscale | None = None,
 ) -> Controller:
     """The controller that will run ``flow`` (see :func:`run` for the options)."""
     flow.validate()
@@ -160,7 +169,8 @@ def controller_for(
     job_tables = JobTables(tables, job=flow.name)
     return Controller(plan, backend_obj, config, callback, interval_s, restart,
                       restore_from, tolerable_checkpoint_failures, job_tables, http,
-                      reconfig_batch_groups, clock or time.monotonic)
+                      reconfig_batch_groups, clock or time.monotonic,
+                      autoscale=Autoscale() if autoscale is True else autoscale or None)
 
 
 def check_restorable(plan: PhysicalPlan, part_names: list[str], allow_dropped: bool) -> None:

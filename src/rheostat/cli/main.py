@@ -238,6 +238,9 @@ def cli() -> None:
               show_default=True,
               help="Serve the job's HTTP API on 127.0.0.1:PORT (0: any free port); its URL "
               "and tokens are in .rheostat/jobs/<flow>.tokens.json while the job runs.")
+@click.option("--autoscale", is_flag=True,
+              help="Let the job rescale steps and move key groups by itself from its "
+              "measured rates (rheostat decisions <flow> shows every decision).")
 @click.option("--no-http", is_flag=True,
               help="Do not serve the HTTP API (rheostat status, rescale, ... cannot reach "
               "the job then).")
@@ -246,8 +249,8 @@ def run_command(
     file: Path, flow_name: str | None, parallelism: int, workers: int | None,
     backend: str, ray_address: str | None, no_progress: bool,
     checkpoint_interval: str | None, checkpoint_dir: str | None, resume: bool,
-    from_savepoint: str | None, allow_dropped_state: bool, http_port: int, no_http: bool,
-    debug: bool,
+    from_savepoint: str | None, allow_dropped_state: bool, http_port: int, autoscale: bool,
+    no_http: bool, debug: bool,
 ) -> None:
     """Run the flow defined in FILE to completion (Ctrl-C stops it)."""
     if ray_address is not None and backend != "ray":
@@ -271,7 +274,7 @@ def run_command(
             checkpoint_interval=checkpoint_interval, checkpoint_dir=checkpoint_dir,
             resume=from_savepoint or resume, allow_dropped_state=allow_dropped_state,
             tables=str(tables_path), http_port=None if no_http else http_port,
-            ray_address=ray_address,
+            ray_address=ray_address, autoscale=autoscale,
         )
     except KeyboardInterrupt:
         _close(progress)
@@ -345,6 +348,49 @@ def sql_command(job: str, query: str) -> None:
     except (FileNotFoundError, ValueError, sqlite3.Error) as exc:
         raise CliError(f"{exc}") from exc
     click.echo(table.to_pandas().to_string(index=False) if _has_pandas() else table)
+
+
+@cli.command("decisions")
+@click.argument("job")
+@click.option("--all", "everything", is_flag=True,
+              help="Also the evaluations that changed nothing.")
+def decisions_command(job: str, everything: bool) -> None:
+    """Print the closed loop's decisions for JOB (run with --autoscale), oldest first:
+    when, which step, what it did and why."""
+    where = "" if everything else "where action != 'none' or done = 'carried out'"
+    try:
+        rows = query_file(default_tables_path(job), f"""
+            select evaluated_s, step_id, policy, action, parallelism, target_parallelism,
+                   predicted_capacity, observed_capacity, done, reason
+            from decisions {where} order by evaluated_s, policy desc, step_id""").to_pylist()
+    except (FileNotFoundError, ValueError, sqlite3.Error) as exc:
+        raise CliError(f"{exc}") from exc
+    if not rows:
+        click.echo(f"job {job!r} has no decisions" + ("" if everything else
+                   " that changed anything (--all shows every evaluation)"))
+    for r in rows:
+        click.echo(format_decision(r))
+
+
+def format_decision(r: dict[str, Any]) -> str:
+    """One decision as a line and its reason.
+
+    >>> print(format_decision({"evaluated_s": 12.5, "step_id": "work", "policy": "rate",
+    ...     "action": "rescale", "parallelism": 2, "target_parallelism": 4,
+    ...     "predicted_capacity": 4000.0, "observed_capacity": 3900.0,
+    ...     "done": "carried out", "reason": "target 3400 rows/s needs 4 tasks"}))
+    t=12.5s work (rate): rescale 2 -> 4, carried out; predicted 4000 rows/s, observed 3900
+        target 3400 rows/s needs 4 tasks
+    """
+    what = (f"rescale {r['parallelism']} -> {r['target_parallelism']}"
+            if r["action"] == "rescale" else r["action"])
+    figures = ""
+    if r["predicted_capacity"] is not None:
+        figures = f"; predicted {r['predicted_capacity']:.0f} rows/s"
+        if r["observed_capacity"] is not None:
+            figures += f", observed {r['observed_capacity']:.0f}"
+    return (f"t={r['evaluated_s']:.1f}s {r['step_id']} ({r['policy']}): {what}, "
+            f"{r['done']}{figures}\n    {r['reason']}")
 
 
 def _has_pandas() -> bool:

@@ -75,11 +75,18 @@ class Autoscale:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One decision of one evaluation and what the loop did with it."""
+    """One decision of one evaluation and what the loop did with it.
+
+    ``follows``: the time of this step's last carried-out change, when this is the first
+    evaluation at least ``cooldown_s`` after it; ``observed_capacity_per_s`` is then what
+    the step measured since (the follow-up of that change's predicted capacity).
+    """
 
     time_s: float
     decision: Decision
     done: str
+    follows: float | None = None
+    observed_capacity_per_s: float | None = None
 
 
 class Autoscaler:
@@ -91,6 +98,7 @@ class Autoscaler:
         self.memory = RateMemory()
         self.changed_at: dict[str, float] = {}
         self.down_since: dict[str, float] = {}
+        self.unchecked: dict[str, float] = {}  # step -> a change not followed up yet
         self.last_evaluation: float | None = None
 
     def due(self, now: float) -> bool:
@@ -123,11 +131,23 @@ class Autoscaler:
             done = self._rule(d, now, busy, moved)
             if done == "carried out":
                 ops.append(Rescale(d.step_id, d.target_parallelism))
-            verdicts.append(Verdict(now, d, done))
+            follows, observed = self._follow_up(d.step_id, snapshot, now)
+            verdicts.append(Verdict(now, d, done, follows, observed))
         for op in ops:
             self.changed_at[op.step] = now
+            self.unchecked[op.step] = now
             self.down_since.pop(op.step, None)
         return verdicts, ops
+
+    def _follow_up(self, step_id: str, snapshot: MetricsSnapshot, now: float
+                   ) -> tuple[float | None, float | None]:
+        """The change of ``step_id`` this evaluation follows up, and the capacity seen."""
+        since = self.unchecked.get(step_id)
+        step = snapshot.steps.get(step_id)
+        if since is None or step is None or now - since < self.config.cooldown_s:
+            return None, None
+        del self.unchecked[step_id]
+        return since, step.capacity
 
     def _rule(self, d: Decision, now: float, busy: bool, moved: set[str]) -> str:
         """What the loop does with ``d``: "carried out", or why not."""

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from rheostat.backends.base import Backend, Event, RestoreFrom, RunConfig, SinkData
+from rheostat.control.autoscale import Autoscale
 from rheostat.control.checkpoints import CheckpointCoordinator
 from rheostat.control.http_api import (
     ApiError,
@@ -127,6 +128,7 @@ class Controller:
         http: HttpApiSettings | None = None,
         reconfig_batch_groups: int = 512,
         clock: Callable[[], float] = time.monotonic,
+        autoscale: Autoscale | None = None,
     ) -> None:
         #: Seconds, for checkpoint intervals, timeouts and durations (a test's fake clock).
         self.clock = clock
@@ -147,6 +149,7 @@ class Controller:
             restart_attempts=self.restart_policy.attempts,
             reconfig_batch_groups=reconfig_batch_groups,
             elastic=backend.elastic, backend_name=type(backend).__name__,
+            autoscale=autoscale,
         )
         self.tables = tables if tables is not None else JobTables(job=plan.flow_name)
         self.http_settings = http

@@ -30,6 +30,7 @@ from typing import Any
 
 import cloudpickle
 
+from rheostat.control.autoscale import Autoscale, Autoscaler
 from rheostat.control.checkpoints import CheckpointCoordinator, Completed
 from rheostat.control.job import JobStateMachine, Restart
 from rheostat.control.reconfig import InFlight, ReconfigCoordinator, Request
@@ -237,7 +238,8 @@ class ControlPlane:
     ``tick(now)`` return the actions to carry out; ``validate()`` checks its invariants.
 
     ``checkpoint_interval_s`` with ``first_checkpoint_id`` turns on checkpoints;
-    ``elastic``: the backend can add and release workers (Ray).
+    ``elastic``: the backend can add and release workers (Ray); ``autoscale``: the closed
+    loop (:mod:`rheostat.control.autoscale`) decides rescales and key-group moves too.
     """
 
     def __init__(
@@ -253,6 +255,7 @@ class ControlPlane:
         elastic: bool = False,
         backend_name: str = "a backend that cannot",
         placement: dict[str, int] | None = None,
+        autoscale: Autoscale | None = None,
     ) -> None:
         self.plan = plan
         self.placement = placement if placement is not None else assign_workers(plan, workers)
@@ -289,6 +292,8 @@ class ControlPlane:
         self._out: list[Action] = []
         #: The tasks' recent metrics reports, by the time they came in (the sensors).
         self.history = MetricsHistory()
+        #: The closed loop (``autoscale=``), or None: reconfigurations come from people only.
+        self.autoscaler = Autoscaler(autoscale) if autoscale is not None else None
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -319,9 +324,26 @@ class ControlPlane:
         """What is due now: the next reconfiguration stage, a checkpoint trigger."""
         self._now = now
         if self.job.state == "running":
+            self._maybe_autoscale()
             self._maybe_reconfigure()
             self._maybe_trigger()
         return self._take()
+
+    def _maybe_autoscale(self) -> None:
+        """The closed loop, when it is on and an evaluation is due: every verdict is a row
+        of the decisions table; what it carries out is one reconfiguration request."""
+        scaler = self.autoscaler
+        if scaler is None or not scaler.due(self._now):
+            return
+        busy = (self.reconfigs.in_flight is not None or self.reconfigs.queued
+                or self.growing is not None)
+        snapshot = self.metrics_snapshot(scaler.config.window_s)
+        verdicts, ops = scaler.evaluate(snapshot, self._now, busy)
+        for verdict in verdicts:
+            self._record("decision", verdict)
+        if ops:
+            log.info("autoscale: %s", "; ".join(describe(op) for op in ops))
+            self.reconfigs.submit(ops)  # its outcome is in the reconfigurations table
 
     def metrics_snapshot(self, window_s: float) -> MetricsSnapshot:
         """What every step did over the last ``window_s`` seconds (to the latest event's

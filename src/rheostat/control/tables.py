@@ -21,6 +21,7 @@ temporary file, removed with the tables, so that queries get their own connectio
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -29,11 +30,15 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from rheostat.plan.physical import PhysicalPlan
 from rheostat.protocol import TaskMetrics
+
+if TYPE_CHECKING:
+    from rheostat.control.autoscale import Verdict
 
 SCHEMA = """
 create table if not exists jobs (
@@ -56,6 +61,11 @@ create table if not exists reconfigurations (
     job text, reconfig_id integer, request text, state text, requested_at real,
     started_at real, finished_at real, duration_ms real, stages integer,
     moved_key_groups integer, tasks_added integer, tasks_removed integer, reason text);
+create table if not exists decisions (
+    job text, at real, evaluated_s real, step_id text, policy text, action text,
+    parallelism integer, target_parallelism integer, ideal_parallelism integer,
+    target_rate real, predicted_capacity real, model text, moved_key_groups integer,
+    reason text, done text, observed_capacity real, inputs text);
 create table if not exists metrics (
     job text, task_id text, at real, rows_in integer, rows_out integer,
     batches_in integer, busy_s real, backpressure_s real, watermark integer,
@@ -218,6 +228,23 @@ class JobTables:
             self._db.execute("insert into restarts values (?, ?, ?, ?, ?)",
                              (self.job, attempt, time.time(), reason, restored))
             self._db.execute("update jobs set restarts = ? where job = ?", (attempt, self.job))
+
+    def decision(self, verdict: Verdict) -> None:
+        """One row per decision of the closed loop, "none" included; a verdict that
+        follows up an earlier change fills in that row's observed capacity."""
+        d = verdict.decision
+        with self._lock, self._db:
+            self._db.execute(
+                "insert into decisions values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.job, time.time(), verdict.time_s, d.step_id, d.policy, d.action,
+                 d.parallelism, d.target_parallelism, d.ideal_parallelism,
+                 d.target_rate_per_s, d.predicted_capacity_per_s, d.model, len(d.moves),
+                 d.reason, verdict.done, None, json.dumps(dict(d.inputs))))
+            if verdict.follows is not None:
+                self._db.execute(
+                    "update decisions set observed_capacity = ? where job = ? and "
+                    "step_id = ? and evaluated_s = ? and done = 'carried out'",
+                    (verdict.observed_capacity_per_s, self.job, d.step_id, verdict.follows))
 
     def metrics(self, tasks: dict[str, TaskMetrics], at: float | None = None) -> None:
         """One row per task of a report received at ``at`` (default: now), then the
