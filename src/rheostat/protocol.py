@@ -84,7 +84,9 @@ class TaskMetrics:
     ``backpressure_s`` is the wall time it was blocked on output credit. The two do not
     overlap. ``queued_rows`` (rows waiting at its inputs) and ``backlog_rows`` (a source
     task's rows behind: not yet read, or due at its paced rate and not yet read; ``None``
-    when unknown) are gauges, as of the report. ``key_group_rows`` counts the rows the task
+    when unknown) and ``paced_rate_per_s`` (a paced source task's asked rate now, which a
+    rate schedule changes; ``None`` when not paced) are gauges, as of the report.
+    ``key_group_rows`` counts the rows the task
     routed, per keyed step downstream (a chain head), per key group (non-zero groups only).
     """
 
@@ -98,6 +100,7 @@ class TaskMetrics:
     queued_rows: int = 0
     backlog_rows: int | None = None
     key_group_rows: dict[str, dict[int, int]] = field(default_factory=dict)
+    paced_rate_per_s: float | None = None
 
 
 @dataclass(frozen=True)

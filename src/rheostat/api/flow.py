@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import keyword
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -54,6 +54,7 @@ from rheostat.plan.logical import (
     WindowAggregateStep,
     WindowSpec,
 )
+from rheostat.plan.rates import RateSchedule
 
 __all__ = ["Flow", "KeyedStream", "Stream", "WindowedStream", "count", "tumbling"]
 
@@ -90,20 +91,30 @@ class Flow:
         timestamp: str | None = None,
         out_of_order: Duration = 0,
         idle_timeout: Duration | None = None,
-        rate: float | None = None,
+        rate: float | Sequence[tuple[float, float]] | None = None,
         batch_size: int = 65_536,
         parallelism: int | None = None,
     ) -> Stream:
         """Read from ``source``. ``timestamp`` names the event-time column (a timestamp or
         int milliseconds); watermarks trail the largest event time seen by ``out_of_order``.
-        ``rate`` limits the source to that many rows per second (all its tasks together)."""
+        ``rate`` limits the source to that many rows per second (all its tasks together),
+        or paces it by a schedule: ``rate=[(0, 1000), (20, 2000), (40, 500)]`` reads 1000
+        rows/s, 2000 from 20 s, 500 from 40 s (seconds since each source task's first
+        read; :mod:`rheostat.plan.rates`)."""
         if not hasattr(source, "splits") or not hasattr(source, "open"):
             raise FlowError(
                 f"source step {step_id!r}: {source!r} is not a source; "
                 "use one of rs.sources (nexmark, parquet, csv, jsonl, ...)"
             )
-        if rate is not None and rate <= 0:
-            raise FlowError(f"source step {step_id!r}: rate must be positive, got {rate!r}")
+        if isinstance(rate, (int, float)):
+            if rate <= 0:
+                raise FlowError(f"source step {step_id!r}: rate must be positive, got {rate!r}")
+        elif rate is not None:
+            try:
+                rate = RateSchedule.of(rate)
+            except (TypeError, ValueError) as e:
+                raise FlowError(f"source step {step_id!r}: rate is rows per second or a list "
+                                f"of (from_s, rows_per_s) steps; {e}") from None
         if batch_size < 1:
             raise FlowError(f"source step {step_id!r}: batch_size must be >= 1")
         schema = source.schema() if hasattr(source, "schema") else None

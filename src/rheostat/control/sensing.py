@@ -25,6 +25,8 @@ Definitions chosen:
 - **Key-group loads** are counted where the routing already hashes them (the router of the
   sending task, one ``bincount`` per batch; the receiver would hash every row again) and
   attributed here to the receiving task that owns each group now (``plan.key_group_owners``).
+- **A source's asked rate** is the sum of its tasks' ``paced_rate_per_s`` as last
+  reported (a rate schedule changes it over time), else the step's constant ``rate``.
 - **Incomplete steps**: a step some of whose tasks have no rates in the window (just added,
   not reported twice yet) is left out of the snapshot, so no policy decides on part of a
   step; ``partial=True`` keeps it with zero samples for those tasks instead.
@@ -72,6 +74,7 @@ class _Rates:
     key_groups: dict[str, dict[int, int]]  # keyed step -> group -> rows routed in the window
     queued_rows: int
     backlog_rows: int | None
+    paced_rate_per_s: float | None = None
 
 
 class MetricsHistory:
@@ -151,7 +154,7 @@ class MetricsHistory:
                         acc[g] = acc.get(g, 0) + d
         m = reports[-1].metrics
         return _Rates(reports[-1].at - reports[0].at, increase, groups, m.queued_rows,
-                      m.backlog_rows)
+                      m.backlog_rows, m.paced_rate_per_s)
 
     def snapshot(
         self, plan: PhysicalPlan, now: float, window_s: float, *, partial: bool = False
@@ -191,9 +194,21 @@ class MetricsHistory:
                    if is_source and all(b is not None for b in backlogs) else None)
         return StepSample(
             head, chain.parallelism, tasks, inputs=tuple(inputs), is_source=is_source,
-            source_rate_per_s=step.rate if is_source else None,  # type: ignore[attr-defined]
+            source_rate_per_s=_asked_rate(step, [rates.get(t) for t in ids]),
             backlog_rows=backlog, max_parallelism=plan.max_parallelism,
             key_group_owner=owners)
+
+
+def _asked_rate(step: object, rates: list[_Rates | None]) -> float | None:
+    """What a source step is asked to read per second now: the sum of its tasks' paced
+    rates as they last reported them (a schedule moves it), else its constant ``rate``;
+    ``None`` for an unpaced source or any other step."""
+    if not isinstance(step, SourceStep) or step.rate is None:
+        return None
+    paced = [r.paced_rate_per_s if r is not None else None for r in rates]
+    if paced and all(p is not None for p in paced):
+        return float(sum(paced))  # type: ignore[arg-type]
+    return step.rate if isinstance(step.rate, (int, float)) else None
 
 
 def _segments(

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from rheostat.plan.rates import RateSchedule
+
 # The hidden column that carries each row's event time (int64 milliseconds since the
 # epoch) through a timestamped stream. Per-record functions never see it; sinks drop it.
 EVENT_TIME = "_ts"
@@ -92,7 +94,7 @@ class SourceStep(Step):
     timestamp: str | None = None
     out_of_order_ms: int = 0
     idle_timeout_ms: int | None = None
-    rate: float | None = None
+    rate: float | RateSchedule | None = None  # rows/s, or a schedule (plan.rates)
     batch_size: int = 65_536
     kind = "source"
 

@@ -1,4 +1,5 @@
-"""Driving a source inside a source task: splits, event time, watermarks, rate limit.
+"""Driving a source inside a source task: splits, event time, watermarks, rate limit
+(a constant rate or a schedule, :mod:`rheostat.plan.rates`).
 
 A source makes a list of splits; task ``i`` of ``p`` reads the splits that
 ``split_owners(len(splits), p)`` gives it (``rheostat.plan.splits``), round-robin, and
@@ -35,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rheostat.plan.logical import SourceStep
+from rheostat.plan.rates import RateSchedule
 from rheostat.plan.splits import splits_of
 from rheostat.runtime.io import SourceReader
 from rheostat.runtime.messages import (
@@ -135,10 +137,12 @@ class SourceDriver:
         self.splits = list(step.source.splits(parallelism))
         saved = match_splits(step.step_id, restored or {}, self.splits)
         batch_size = step.batch_size
-        if step.rate is not None:  # small batches keep a rate-limited source smooth
+        self.schedule = RateSchedule.of(step.rate) if step.rate is not None else None
+        if self.schedule is not None:  # small batches keep a rate-limited source smooth
             # Per split, not per task: a generator's chunks must have one size in every
-            # task, whatever the parallelism (its positions count chunks).
-            per_split = step.rate / max(1, len(self.splits))
+            # task, whatever the parallelism (its positions count chunks). Sized for the
+            # schedule's least rate, so it stays smooth at every step.
+            per_split = self.schedule.least / max(1, len(self.splits))
             batch_size = max(1, min(batch_size, int(per_split / 20) or 1))
         self.batch_size = batch_size
         self._states: dict[int, SplitState] = {}  # owned splits without an open reader
@@ -151,9 +155,10 @@ class SourceDriver:
         self._turn = 0
         self._emitted_wm: int | None = None
         self._restate = False
-        self._started: float | None = None  # the rate counts from the first poll
-        self._rows = 0
-        self.rate_per_task: float | None = None
+        self._origin: float | None = None  # the schedule's 0 s: the first poll
+        self._started: float | None = None  # the pace counts from here (a rescale resets it)
+        self._rows = 0  # rows read since _started
+        self._share = 0.0  # this task's share of the step's rate
         self._reset_rate()
         self._last_data = clock()
         self._idle = False
@@ -253,11 +258,27 @@ class SourceDriver:
 
     def _reset_rate(self) -> None:
         """Each split gets an equal share of the step's rate."""
-        if self.step.rate is not None:
+        if self.schedule is not None:
             n = len(self._states) + len(self._readers) + len(self._pending)
-            self.rate_per_task = self.step.rate * n / max(1, len(self.splits))
+            self._share = n / max(1, len(self.splits))
             if self._started is not None:
                 self._started, self._rows = self.clock(), 0
+
+    @property
+    def rate_per_task(self) -> float | None:
+        """Rows per second this task is asked to read now (its share of the step's rate,
+        at the schedule's current step); ``None`` when the source is not paced."""
+        if self.schedule is None:
+            return None
+        elapsed = 0.0 if self._origin is None else self.clock() - self._origin
+        return self._share * self.schedule.at(elapsed)
+
+    def _due(self, now: float) -> float:
+        """Rows due from this task since ``_started`` at its share of the schedule."""
+        assert self.schedule is not None and self._origin is not None
+        assert self._started is not None
+        rows_by = self.schedule.rows_by
+        return self._share * (rows_by(now - self._origin) - rows_by(self._started - self._origin))
 
     def backlog(self) -> int | None:
         """Rows this task is behind, where it knows; ``None`` when it does not.
@@ -278,10 +299,10 @@ class SourceDriver:
                 unread = None
                 break
             unread += left  # type: ignore[operator]
-        if self.rate_per_task is None:
+        if self.schedule is None:
             return unread
         due = 0 if self._started is None else max(
-            0, int((self.clock() - self._started) * self.rate_per_task) - self._rows)
+            0, int(self._due(self.clock())) - self._rows)
         return due if unread is None else min(due, unread)
 
     # --- reading --------------------------------------------------------------------
@@ -296,11 +317,11 @@ class SourceDriver:
             if self._pending:
                 return []
             return self._finish() if self.step.source.bounded else self._go_idle()
-        if self.rate_per_task is not None:
+        if self.schedule is not None:
             now = self.clock()
             if self._started is None:  # not from when the task was made: no burst
-                self._started = now
-            if self._rows >= (now - self._started) * self.rate_per_task:
+                self._origin = self._started = now
+            if self._rows >= self._due(now):
                 return []
         sid = self._order[self._turn % len(self._order)]
         self._turn += 1

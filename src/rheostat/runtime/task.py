@@ -424,6 +424,7 @@ class Task:
             queued_rows=sum(endpoint.queued_rows() for endpoint, _ in self.inputs),
             backlog_rows=self.source.backlog() if self.source is not None else None,
             key_group_rows=self._key_group_rows(),
+            paced_rate_per_s=self.source.rate_per_task if self.source is not None else None,
         )
 
     def _key_group_rows(self) -> dict[str, dict[int, int]]:
