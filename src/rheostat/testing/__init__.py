@@ -1,5 +1,6 @@
 """Testing helpers users need as much as we do: in-memory replayable sources (``rows``,
-and ``script`` with sentinels: END, ABORT, Pause, Mark), a fake clock, and a whole job
+and ``script`` with sentinels: END, ABORT, Pause, Mark), a fake clock, a step with a known
+cost per row (``costly``: a sleep, so a small machine emulates many cores), and a whole job
 stepped deterministically in one thread (:class:`SteppedJob`).
 
 >>> src = rows([{"k": "a"}, {"k": "b"}], batch_size=1)
@@ -9,9 +10,10 @@ stepped deterministically in one thread (:class:`SteppedJob`).
 """
 
 from rheostat.testing.clock import FakeClock
+from rheostat.testing.cost import costly
 from rheostat.testing.script import ABORT, END, InjectedFault, Mark, Pause, script
 from rheostat.testing.source import Gate, rows
 from rheostat.testing.stepped import SteppedJob
 
 __all__ = ["ABORT", "END", "FakeClock", "Gate", "InjectedFault", "Mark", "Pause", "SteppedJob",
-           "rows", "script"]
+           "costly", "rows", "script"]
