@@ -523,9 +523,11 @@ class Task:
                     self.source.expect(splits)
                 case HandOverGroups(r, sid, owner, groups):
                     op = self.ops[sid]
-                    assert isinstance(op, KeyedStateOperator), f"step {sid!r} moves key groups"
-                    self._send_state(r, sid, owner, op.snapshot_state(list(groups)))
-                    op.drop_state(list(groups))
+                    if isinstance(op, KeyedStateOperator):
+                        self._send_state(r, sid, owner, op.snapshot_state(list(groups)))
+                        op.drop_state(list(groups))
+                    else:  # a stateless step behind a key_by: only its routing moves, but
+                        self._send_state(r, sid, owner, None)  # its new owner waits for this
                 case HandOverSplits(r, owner, splits):
                     assert self.source is not None
                     self._send_state(r, self.chain.steps[0], owner, self.source.release(splits))
@@ -548,8 +550,9 @@ class Task:
                 case TakeOver(sid, _, state):
                     if self.source is not None and sid == self.chain.steps[0]:
                         self.source.adopt(state)  # splits: read on from where they were left
-                    else:
-                        self._call(self.ops[sid], "take_over", state)
+                    elif state is not None or isinstance(self.ops[sid], KeyedStateOperator):
+                        self._call(self.ops[sid], "take_over", state)  # keyed state, a sink's
+                    # else: a stateless step's groups carry no state (None) to take over
                 case Release(rows, watermark, end):
                     for batch, channel in rows:  # in the order they arrived
                         self._to_head(batch, channel)
